@@ -1,0 +1,179 @@
+"""`raylab` command line: one small function per subcommand.
+
+Exit codes: 0 success; 1 the sweep ran but some trial errored; 2 bad input (sweep file, override,
+argument or path), reported as one line on stderr before anything is scheduled or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from raylab.typecheck import ConfigError
+
+EXIT_TRIAL_ERRORS = 1
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input that is not a sweep-file problem (e.g. a missing results folder)."""
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from raylab.sweep import load_sweep
+
+    for path in args.files:
+        sweep = load_sweep(path, args.overrides, smoke=args.smoke)
+        print(f"{path}: ok ({len(sweep.trials)} trials)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from raylab.sweep import load_sweep
+
+    sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
+    data_dir = resolve_data_dir(args.data_dir)
+
+    from raylab import runner
+    from raylab.provenance import provenance
+    from raylab.results import collect
+
+    runner.start_ray(args.address, num_cpus=args.num_cpus)
+    runner.check_cluster_resources(sweep)
+    runtime = {"data_dir": data_dir, "provenance": provenance()}
+    run_dir = runner.run_sweep(sweep, sweep.trials, runtime)
+    sweep_dir = run_dir.parent
+    collect(sweep_dir)
+    print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
+    return print_table(sweep_dir, exit_on_errors=True)
+
+
+def resolve_data_dir(option: str | None) -> str | None:
+    """--data-dir, else $RAYLAB_DATA, else None (each task then uses its own default)."""
+    value = option or os.environ.get("RAYLAB_DATA")
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        source = "--data-dir" if option else "RAYLAB_DATA"
+        raise UsageError(f"{source}: {value}: no such directory")
+    return str(path)
+
+
+def print_table(path: Path, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
+    from raylab.aggregate import DEFAULT_GROUP, default_metrics, load_trials, render, summarize
+
+    trials = load_trials(path)
+    by = by or list(DEFAULT_GROUP)
+    metrics = metrics or default_metrics(trials, stat)
+    summary = summarize(trials, by, metrics, stat)
+    print(render(summary, by, metrics, fmt, decimals))
+    errored = int((trials["status"] == "errored").sum())
+    return EXIT_TRIAL_ERRORS if exit_on_errors and errored else 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from raylab.results import collect
+
+    trials_path, curves_path = collect(args.experiment)
+    print(f"wrote {trials_path}\nwrote {curves_path}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    path = Path(args.experiment)
+    if args.collect or (path.is_dir() and not (path / "trials.parquet").exists()):
+        from raylab.results import collect
+
+        collect(path)
+    return print_table(path, split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from raylab.aggregate import DEFAULT_GROUP, plot_curves
+
+    out = args.out or str(Path(args.experiment) / f"{args.metric.replace('/', '_')}.png")
+    written = plot_curves(args.experiment, args.metric, out, split_list(args.by) or list(DEFAULT_GROUP))
+    print(f"wrote {written}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from raylab.cells import CELLS, INJECTED_CELL_ARGS
+    from raylab.registry import describe_entries
+    from raylab.tasks import TASKS
+
+    table, injected = (CELLS, INJECTED_CELL_ARGS) if args.kind == "cells" else (TASKS, ())
+    for name, description, options in describe_entries(table, injected):
+        print(f"{name:<10} {description}\n{'':<10} options: {options or 'none'}")
+    return 0
+
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """`--by task,cell --by seed` -> ["task", "cell", "seed"]."""
+    if not values:
+        return None
+    return [item for value in values for item in value.split(",") if item]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="raylab", description="Sweeps of recurrent networks on Ray Tune.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a sweep file (embedded local Ray unless --address)")
+    run.add_argument("file", help="sweep file, e.g. jobs/smoke.yaml")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key, e.g. training.steps=50")
+    run.add_argument("--address", help="attach to a running Ray cluster (e.g. auto, or ray://HEAD:10001)")
+    run.add_argument("--smoke", action="store_true", help="one seed and a few steps, to try a file out")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.add_argument("--data-dir", help="where data sets live (default: $RAYLAB_DATA or each task's default)")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check sweep files without running anything")
+    validate.add_argument("files", nargs="+")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    validate.add_argument("--smoke", action="store_true", help="validate the smoke version")
+    validate.set_defaults(handler=cmd_validate)
+
+    collect = commands.add_parser("collect", help="write trials.parquet and curves.parquet")
+    collect.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one of its run-* folders")
+    collect.set_defaults(handler=cmd_collect)
+
+    table = commands.add_parser("table", help="mean ± standard error over seeds")
+    table.add_argument("experiment")
+    table.add_argument("--by", action="append", help="group columns (default: task,variant,hidden_size)")
+    table.add_argument("--metric", action="append", help="metrics, e.g. val/loss (default: all val/ and test/)")
+    table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
+    table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial")
+    table.add_argument("--decimals", type=int, help="fixed decimals (default: from the standard error)")
+    table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first")
+    table.set_defaults(handler=cmd_table)
+
+    plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")
+    plot.add_argument("experiment")
+    plot.add_argument("--metric", default="val/loss")
+    plot.add_argument("--by", action="append", help="one curve per group (default: task,variant,hidden_size)")
+    plot.add_argument("--out", help="PNG path (default: <experiment>/<metric>.png)")
+    plot.set_defaults(handler=cmd_plot)
+
+    ls = commands.add_parser("ls", help="list registered cells or tasks with their options")
+    ls.add_argument("kind", choices=("cells", "tasks"))
+    ls.set_defaults(handler=cmd_ls)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    from raylab.results import ResultsError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, UsageError, ResultsError) as error:
+        print(f"raylab: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Sweep files: load YAML, apply `key.sub=value` overrides, validate everything before Ray starts.
+
+A sweep is the grid variants x hidden sizes x seeds over one task. See `jobs/smoke.yaml` for an
+annotated example; `raylab validate FILE` runs exactly the checks below and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from raylab.typecheck import ConfigError, check_positive, from_mapping
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: Literal["rmsprop", "adam"] = "rmsprop"
+    lr: float = 1e-3
+    lr_orth: float | None = None  # learning rate of log-orthogonal parameters; None: same as lr
+    alpha: float = 0.99  # RMSprop smoothing (the papers' alpha)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # for parameters whose cell sets no decay of their own
+    clip_grad_norm: float | None = None  # None: no clipping, as in the nnRNN code
+
+    def check(self, where: str) -> None:
+        prefix = f"{where}." if where else ""
+        check_positive(self.lr, f"{prefix}lr")
+        check_positive(self.lr_orth, f"{prefix}lr_orth")
+        check_positive(self.eps, f"{prefix}eps")
+        check_positive(self.clip_grad_norm, f"{prefix}clip_grad_norm")
+        check_positive(self.weight_decay, f"{prefix}weight_decay", allow_zero=True)
+        if not 0.0 <= self.alpha < 1.0:
+            raise ConfigError(f"{prefix}alpha: must be in [0, 1), got {self.alpha}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"{prefix}betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    steps: int | None = None  # training budget in optimizer steps ...
+    epochs: int | None = None  # ... or in epochs (tasks with a finite training set only)
+    eval_every: int = 100  # evaluate and checkpoint every this many steps (or epochs)
+
+    def check(self, where: str) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(f"{where}: set exactly one of steps or epochs")
+        check_positive(self.steps, f"{where}.steps")
+        check_positive(self.epochs, f"{where}.epochs")
+        check_positive(self.eval_every, f"{where}.eval_every")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0  # a fraction packs several trials on one GPU (0.25: four per GPU)
+
+    def check(self, where: str) -> None:
+        check_positive(self.cpu, f"{where}.cpu")
+        check_positive(self.gpu, f"{where}.gpu", allow_zero=True)
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ConfigError(f"{where}.gpu: more than one GPU must be a whole number, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    cell: dict  # {name: <cell>, <option>: <value>, ...}
+    label: str | None = None  # row name in tables, e.g. "RNN-orth"; default: the cell name
+    optimizer: dict = field(default_factory=dict)  # overrides of the sweep's optimizer
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    task: dict  # {name: <task>, <option>: <value>, ...}
+    variants: list[VariantSpec]
+    seeds: list[int]
+    training: TrainingSpec
+    hidden_sizes: list[int] | None = None
+    optimizer: OptimizerSpec = OptimizerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
+    storage: str = "results"  # experiments go to <storage>/<name>/; a path, s3:// or gs://
+    description: str = ""
+
+    def check(self, where: str) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name: must be a non-empty file name, got {self.name!r}")
+        if not self.variants:
+            raise ConfigError("variants: must list at least one variant")
+        if not self.seeds:
+            raise ConfigError("seeds: must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: must be distinct, got {self.seeds}")
+        if not self.hidden_sizes:
+            raise ConfigError("hidden_sizes: must list at least one size")
+        for i, size in enumerate(self.hidden_sizes):
+            check_positive(size, f"hidden_sizes[{i}]")
+        check_positive(self.max_failures, "max_failures", allow_zero=True)
+
+    def variant_label(self, index: int) -> str:
+        variant = self.variants[index]
+        return variant.label or str(variant.cell.get("name"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.steps=50` -> (["training", "steps"], 50); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: value is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
+    """Set `data[path]`, indexing lists by number (`variants.0.cell.nonlinearity=tanh`)."""
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        where = ".".join(path[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {text!r}: {where}: no list item {part!r}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(path[:depth])} is not a mapping or list")
+
+
+def read_sweep_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_sweep(data: dict) -> SweepSpec:
+    """Validate the structure and types of a sweep (cells and tasks are checked in `sweep.py`)."""
+    return from_mapping(SweepSpec, data, "")
+
+
+def merged_optimizer(sweep: SweepSpec, index: int) -> OptimizerSpec:
+    """The sweep's optimizer with variant `index`'s overrides applied and validated."""
+    base = dataclasses.asdict(sweep.optimizer)
+    return from_mapping(OptimizerSpec, {**base, **sweep.variants[index].optimizer}, f"variants[{index}].optimizer")
+
+
+def dump(spec: Any) -> Any:
+    """Plain data (dicts, lists, numbers) of a spec, for YAML, JSON and Tune configs."""
+    if dataclasses.is_dataclass(spec):
+        return {f.name: dump(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    if isinstance(spec, (list, tuple)):
+        return [dump(v) for v in spec]
+    if isinstance(spec, dict):
+        return {k: dump(v) for k, v in spec.items()}
+    return spec

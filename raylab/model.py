@@ -1,0 +1,65 @@
+"""Encoder -> recurrent cell -> readout: the one model shape every task uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from raylab.cells import CELLS, INJECTED_CELL_ARGS
+from raylab.registry import build, check_options
+from raylab.tasks.protocol import Task
+
+
+class SequenceModel(nn.Module):
+    """`readout(cell(encoder(inputs)))`, reading out every step or only the last one."""
+
+    def __init__(self, encoder: nn.Module, cell: nn.Module, readout: nn.Module, readout_mode: str) -> None:
+        super().__init__()
+        self.encoder, self.cell, self.readout, self.readout_mode = encoder, cell, readout, readout_mode
+
+    def forward(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        features = self.encoder(inputs)  # (B, T, I)
+        hidden, state = self.cell(features, state)  # (B, T, H)
+        if self.readout_mode == "last":
+            hidden = hidden[:, -1]  # (B, H)
+        return self.readout(hidden), state
+
+    def penalty(self) -> Tensor | None:
+        """The cell's regulariser (e.g. nnRNN's delta term), or None."""
+        penalty = getattr(self.cell, "penalty", None)
+        return penalty() if penalty is not None else None
+
+    def after_optimizer_step(self) -> None:
+        hook = getattr(self.cell, "after_optimizer_step", None)
+        if hook is not None:
+            hook()
+
+
+def build_cell(cell_spec: Any, input_size: int, hidden_size: int, where: str = "cell") -> nn.Module:
+    return build(CELLS, cell_spec, where, input_size=input_size, hidden_size=hidden_size)
+
+
+def check_cell_spec(cell_spec: Any, where: str = "cell") -> dict:
+    """Validate a cell spec's name and options without building it."""
+    return check_options(CELLS, cell_spec, where, INJECTED_CELL_ARGS)
+
+
+def build_model(task: Task, cell_spec: Any, hidden_size: int, where: str = "cell") -> SequenceModel:
+    cell = build_cell(cell_spec, task.input_size, hidden_size, where)
+    return SequenceModel(task.encoder(), cell, task.readout(hidden_size), task.readout_mode)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Free (trainable) parameters; cells store only free entries, so this is the papers' count."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the graph of a carried hidden state (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)

@@ -1,0 +1,36 @@
+"""Where a result came from: git commit and package versions, stored with every trial row."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("raylab", "torch", "ray", "numpy", "torchvision", "pyarrow", "pandas")
+
+
+def git_commit(directory: str | Path = ".") -> str | None:
+    """The checked-out commit, with `+dirty` when the work tree has uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance() -> dict:
+    """Recorded by the driver when a sweep is submitted (workers may lack the git tree)."""
+    source = Path(__file__).resolve().parent.parent
+    return {"git_commit": git_commit(source), "versions": package_versions()}

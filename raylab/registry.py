@@ -1,0 +1,75 @@
+"""`build(table, spec)`: the one indirection from a name in a sweep file to a class.
+
+A spec is a mapping `{name: <registered name>, <option>: <value>, ...}`. Options are constructor
+arguments: they are bound against the constructor's signature and type-checked against its hints
+before anything is built, so a bad option fails with one line that lists the valid choices.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from raylab.typecheck import ConfigError, coerce
+
+
+def split_spec(table: Mapping[str, Callable], spec: Any, where: str) -> tuple[str, dict]:
+    """Return (name, options) of a spec, checking that the name is registered."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {type(spec).__name__}")
+    options = dict(spec)
+    name = options.pop("name", None)
+    if name is None:
+        raise ConfigError(f"{where}.name: required key is missing (valid names: {', '.join(table)})")
+    if name not in table:
+        raise ConfigError(f"{where}.name: unknown name {name!r} (valid names: {', '.join(table)})")
+    return name, options
+
+
+def check_options(table: Mapping[str, Callable], spec: Any, where: str, injected: tuple[str, ...] = ()) -> dict:
+    """Validate a spec against the constructor; return the options coerced to their types.
+
+    `injected` names constructor arguments that raylab supplies itself (e.g. `input_size`), which a
+    sweep file may not set.
+    """
+    name, options = split_spec(table, spec, where)
+    signature = inspect.signature(table[name])
+    hints = typing.get_type_hints(table[name].__init__ if inspect.isclass(table[name]) else table[name])
+    settable = [p for p in signature.parameters if p not in injected and p != "self"]
+    coerced = {}
+    for key, value in options.items():
+        if key not in settable:
+            raise ConfigError(f"{where}.{key}: unknown option for {name!r} (valid options: {', '.join(settable) or 'none'})")
+        coerced[key] = coerce(value, hints.get(key, Any), f"{where}.{key}")
+    return {"name": name, **coerced}
+
+
+def build(table: Mapping[str, Callable], spec: Any, where: str = "spec", **injected: Any) -> Any:
+    """Construct `table[spec.name](**injected, **options)`; constructor ValueErrors become ConfigErrors."""
+    checked = check_options(table, spec, where, tuple(injected))
+    name = checked.pop("name")
+    try:
+        return table[name](**injected, **checked)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {name}: {error}") from None
+
+
+def describe_entries(table: Mapping[str, Callable], injected: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+    """(name, one-line description, options with defaults) for `raylab ls`."""
+    rows = []
+    for name, factory in table.items():
+        doc = (inspect.getdoc(factory) or "").strip().splitlines()
+        signature = inspect.signature(factory)
+        options = ", ".join(
+            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
+            for p in signature.parameters.values()
+            if p.name not in injected and p.name != "self"
+        )
+        rows.append((name, doc[0] if doc else "", options))
+    return rows

@@ -1,0 +1,237 @@
+"""Experiment directories -> `trials.parquet` and `curves.parquet` (schema in README "Results").
+
+`collect(path)` reads every run of a sweep (`<storage>/<sweep>/run-*`) or one run directory and
+writes, into `path`:
+
+- `trials.parquet`: one row per trial. When several runs hold the same resolved trial (same
+  `config_hash`), the row kept is the most complete one (finished or diverged, then errored, then
+  unfinished), the newest among equals, so each trial appears once.
+- `curves.parquet`: tidy (`trial_id`, `step`, `metric`, `value`) rows, one per reported metric point,
+  de-duplicated on (trial_id, step, metric) keeping the last report: Tune re-reports the steps between
+  the last checkpoint and a failure after a restore.
+
+Both files are written atomically (a temporary file, then a rename): a reader never sees half a file.
+Analysis never parses directory names; everything comes from the stored configs and results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raylab.metrics import metric_mode
+
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+MANIFEST = "raylab.json"
+RESULT_FILE = "result.json"
+STATUS_RANK = {"finished": 3, "diverged": 3, "errored": 2, "unfinished": 1, "pending": 0}
+TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
+
+
+class ResultsError(ValueError):
+    """No experiment where one was expected; the message names the path."""
+
+
+def run_directories(path: Path) -> list[Path]:
+    """The run directories under a sweep directory, or `[path]` if it is itself a run."""
+    if (path / MANIFEST).is_file():
+        return [path]
+    runs = sorted(p for p in path.glob("*/") if (p / MANIFEST).is_file())
+    if not runs:
+        raise ResultsError(f"{path}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+    return runs
+
+
+def read_results(trial_dir: Path | None) -> list[dict]:
+    """The trial's reported rows (JSON lines), skipping a torn last line from a killed writer."""
+    if trial_dir is None or not (trial_dir / RESULT_FILE).is_file():
+        return []
+    rows = []
+    for line in (trial_dir / RESULT_FILE).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def curve_points(trial_id: str, results: list[dict]) -> dict[tuple[str, int, str], float]:
+    """(trial, step, metric) -> value, the last report winning. Metrics are the `split/name` keys."""
+    points = {}
+    for row in results:
+        step = row.get("step")
+        if step is None:
+            continue
+        for key, value in row.items():
+            if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points[(trial_id, int(step), key)] = float(value)
+    return points
+
+
+def summarize_curve(points: dict[tuple[str, int, str], float]) -> dict[str, float]:
+    """final/<metric> (value at the last step that reported it) and best/<metric> (min or max)."""
+    by_metric: dict[str, list[tuple[int, float]]] = {}
+    for (_, step, metric), value in points.items():
+        by_metric.setdefault(metric, []).append((step, value))
+    summary = {}
+    for metric, series in sorted(by_metric.items()):
+        series.sort()
+        summary[f"final/{metric}"] = series[-1][1]
+        finite = [v for _, v in series if math.isfinite(v)]
+        if finite:
+            summary[f"best/{metric}"] = max(finite) if metric_mode(metric) == "max" else min(finite)
+    return summary
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    """Nested config -> `config.cell.nonlinearity` columns; lists become JSON text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(f"{prefix}.{key}", item, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = json.dumps(list(value))
+    else:
+        out[prefix] = value
+
+
+def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Path | None, error: str | None) -> tuple[dict, dict]:
+    """One trials.parquet row and the trial's curve points."""
+    trial, runtime = config["trial"], config.get("runtime", {})
+    results = read_results(trial_dir)
+    points = curve_points(trial_id, results)
+    if status == "finished" and any(r.get("diverged") for r in results):
+        status = "diverged"
+    provenance = runtime.get("provenance", {})
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "run": run,
+        "config_hash": trial["config_hash"],
+        "status": status,
+        "variant": trial["variant"],
+        "task": trial["task"]["name"],
+        "cell": trial["cell"]["name"],
+        "hidden_size": trial["hidden_size"],
+        "seed": trial["seed"],
+        "n_params": trial["n_params"],
+        "steps": max((int(r["step"]) for r in results if "step" in r), default=0),
+        "wall_time_s": max((float(r.get("time_total_s", 0.0)) for r in results), default=0.0),
+        "error": error,
+        "git_commit": provenance.get("git_commit"),
+    }
+    for package, version in provenance.get("versions", {}).items():
+        row[f"version.{package}"] = version
+    for key in ("task", "cell", "optimizer", "training"):
+        flatten(f"config.{key}", trial[key], row)
+    row.update(summarize_curve(points))
+    return row, points
+
+
+def error_line(trial_dir: Path | None) -> str | None:
+    if trial_dir is None or not (trial_dir / "error.txt").is_file():
+        return None
+    lines = [line.strip() for line in (trial_dir / "error.txt").read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
+    """Rows of one run. Trials that never started come from the manifest, as `pending`."""
+    from ray.tune import ExperimentAnalysis  # lazy: keeps `raylab table` and `plot` free of Ray start-up
+
+    rows = []
+    seen_hashes = set()
+    try:
+        trials = ExperimentAnalysis(str(run_dir)).trials
+    except (FileNotFoundError, ValueError, RuntimeError):
+        trials = []  # killed before Tune saved any experiment state
+    for trial in trials:
+        trial_dir = Path(trial.local_path) if trial.local_path and Path(trial.local_path).is_dir() else None
+        status = TUNE_STATUS.get(trial.status, "unfinished")
+        error = error_line(trial_dir) if status == "errored" else None
+        rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
+        seen_hashes.add(trial.config["trial"]["config_hash"])
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    for index, trial in enumerate(manifest["trials"]):
+        if trial["config_hash"] not in seen_hashes:
+            config = {"trial": trial, "runtime": manifest.get("runtime", {})}
+            rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+    return rows
+
+
+def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Each resolved trial once: the most complete status wins, then the newest run."""
+    best: dict[str, tuple[dict, dict]] = {}
+    for row, points in rows:  # runs are in chronological order, so later rows win ties
+        current = best.get(row["config_hash"])
+        if current is None or STATUS_RANK[row["status"]] >= STATUS_RANK[current[0]["status"]]:
+            best[row["config_hash"]] = (row, points)
+    return list(best.values())
+
+
+def arrow_table(rows: list[dict]) -> pa.Table:
+    """Rows -> Arrow, with a column of mixed Python types stored as text instead of failing."""
+    columns: dict[str, list] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    for key, values in columns.items():
+        values.extend(row.get(key) for row in rows)
+    arrays = {}
+    for key, values in columns.items():
+        kinds = {type(v) for v in values if v is not None}
+        if kinds == {int, float}:
+            values = [None if v is None else float(v) for v in values]
+        elif len(kinds) > 1:
+            values = [None if v is None else str(v) for v in values]
+        arrays[key] = pa.array(values)
+    return pa.table(arrays)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename over it."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+CURVES_SCHEMA = pa.schema([("trial_id", pa.string()), ("step", pa.int64()), ("metric", pa.string()), ("value", pa.float64())])
+
+
+def curves_table(points: dict[tuple[str, int, str], float]) -> pa.Table:
+    keys = sorted(points)
+    return pa.table(
+        {
+            "trial_id": [k[0] for k in keys],
+            "step": [k[1] for k in keys],
+            "metric": [k[2] for k in keys],
+            "value": [points[k] for k in keys],
+        },
+        schema=CURVES_SCHEMA,
+    )
+
+
+def collect(path: str | Path) -> tuple[Path, Path]:
+    """Write trials.parquet and curves.parquet for a sweep or run directory; return their paths."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such experiment directory")
+    rows: list[tuple[dict, dict]] = []
+    for run_dir in run_directories(path):
+        rows.extend(collect_run(run_dir))
+    kept = keep_one_per_config(rows)
+    points: dict[tuple[str, int, str], float] = {}
+    for _, trial_points in kept:
+        points.update(trial_points)
+    trials_path, curves_path = path / TRIALS_FILE, path / CURVES_FILE
+    write_parquet_atomic(arrow_table([row for row, _ in kept]), trials_path)
+    write_parquet_atomic(curves_table(points), curves_path)
+    return trials_path, curves_path

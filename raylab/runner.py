@@ -1,0 +1,174 @@
+"""Ray layer: start or attach to Ray, turn a resolved sweep into a Tuner, show progress.
+
+The only module (with `trainable.py`) that imports Ray: cells, tasks and the training loop run
+without it, e.g. on a GPU machine that has PyTorch but no Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+# Before Ray is imported: keep Tune's per-checkpoint sync warning out of the user's terminal.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from raylab.sweep import Sweep, trial_name  # noqa: E402
+from raylab.trainable import train  # noqa: E402
+from raylab.typecheck import ConfigError  # noqa: E402
+
+MANIFEST = "raylab.json"  # written into every run directory before Tune starts
+CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Attach to a cluster at `address`, or start the embedded local Ray (the default)."""
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+
+
+def check_cluster_resources(sweep: Sweep) -> None:
+    """Fail before scheduling anything when no node could ever run a trial."""
+    wanted = sweep.spec.resources
+    available = ray.cluster_resources()
+    if wanted.gpu > 0 and available.get("GPU", 0) < wanted.gpu:
+        raise ConfigError(
+            f"{sweep.path}: resources.gpu: {wanted.gpu} GPU per trial requested, but the Ray cluster has "
+            f"{available.get('GPU', 0):g} GPUs"
+        )
+    if available.get("CPU", 0) < wanted.cpu:
+        raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
+
+
+def sweep_directory(sweep: Sweep) -> Path:
+    """`<storage>/<sweep name>`: every run of one sweep lives here, each in its own `run-*`."""
+    return Path(sweep.spec.storage).expanduser().resolve() / sweep.spec.name
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"{trial_name(trial.config['trial'])}-{trial.trial_id}"
+
+
+def trial_display_name(trial: Any) -> str:
+    return trial_name(trial.config["trial"])
+
+
+def make_trainable(sweep_resources: Any) -> Any:
+    return tune.with_resources(train, {"cpu": sweep_resources.cpu, "gpu": sweep_resources.gpu})
+
+
+def run_configs(sweep: Sweep, run_name: str, out: TextIO) -> tuple[Any, Any]:
+    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=run_name,
+        storage_path=str(sweep_directory(sweep)),
+        failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+        verbose=0,  # ProgressPrinter replaces Tune's tables
+        callbacks=[ProgressPrinter(out)],
+    )
+    return tune_config, run_config
+
+
+def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "sweep_file": str(sweep.path),
+        "sweep": sweep.raw,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runtime": runtime,
+        "trials": trials,
+    }
+    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict, out: TextIO = sys.stdout) -> Path:
+    """Run `trials` as one Tune experiment under the sweep directory; return the run directory."""
+    run_name = "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = sweep_directory(sweep) / run_name
+    write_manifest(run_dir, sweep, trials, runtime)
+    tune_config, run_config = run_configs(sweep, run_name, out)
+    tuner = tune.Tuner(
+        make_trainable(sweep.spec.resources),
+        param_space={"trial": tune.grid_search(trials), "runtime": runtime},
+        tune_config=tune_config,
+        run_config=run_config,
+    )
+    print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", file=out, flush=True)
+    tuner.fit()
+    return run_dir
+
+
+class ProgressPrinter(tune.Callback):
+    """Tune callback: one line per evaluation, per finished or failed trial, and a periodic tally."""
+
+    SHOWN_METRICS = ("train/loss", "val/loss", "val/acc", "val/bpc", "test/loss", "test/acc", "test/bpc")
+
+    def __init__(self, out: TextIO = sys.stdout, tally_every_s: float = 30.0) -> None:
+        self.out, self.tally_every_s = out, tally_every_s
+        self.start = time.monotonic()
+        self.last_tally = self.start
+
+    def _print(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.start)
+        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", file=self.out, flush=True)
+
+    @staticmethod
+    def _name(trial: Any) -> str:
+        return trial_name(trial.config["trial"])
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        budget = trial.config["trial"]["training"]
+        total = budget.get("steps") or f"{budget.get('epochs')} epochs"
+        shown = "  ".join(f"{k} {result[k]:.4g}" for k in ProgressPrinter.SHOWN_METRICS if isinstance(result.get(k), (int, float)))
+        flag = "  DIVERGED" if result.get("diverged") else ""
+        self._print(f"{self._name(trial):<28} step {result.get('step', '?')}/{total}  {shown}{flag}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        diverged = (trial.last_result or {}).get("diverged")
+        self._print(f"{self._name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"{self._name(trial):<28} failed: {first_error_line(trial)}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self.last_tally >= self.tally_every_s:
+            self.last_tally = now
+            self._print(tally(trials))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._print(tally(trials))
+
+
+def tally(trials: list) -> str:
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    order = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
+    labels = {"TERMINATED": "done", "ERROR": "errored"}
+    parts = [f"{counts[s]} {labels.get(s, s.lower())}" for s in order if counts.get(s)]
+    return f"trials: {len(trials)} total, " + ", ".join(parts)
+
+
+def first_error_line(trial: Any) -> str:
+    """The exception line of a failed trial's error file (the traceback stays in the file)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else "see the trial's error.txt"

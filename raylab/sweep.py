@@ -1,0 +1,115 @@
+"""Sweep file -> a validated list of resolved trials (no Ray here; `runner.py` hands them to Tune).
+
+A resolved trial is a plain dict that carries everything the trainable needs, so the Parquet rows,
+the dedup hash and the Tune config all come from one place:
+
+    {"variant": "RNN-orth", "task": {...}, "cell": {...}, "optimizer": {...}, "training": {...},
+     "hidden_size": 128, "seed": 0, "n_params": 19081, "config_hash": "3f2a..."}
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from raylab.config import (
+    ConfigError,
+    SweepSpec,
+    apply_override,
+    dump,
+    merged_optimizer,
+    parse_override,
+    parse_sweep,
+    read_sweep_file,
+)
+from raylab.model import build_model, check_cell_spec, count_parameters
+from raylab.registry import build, check_options
+from raylab.tasks import TASKS
+
+SMOKE_STEPS = 4  # --smoke: a few optimizer steps, evaluated twice
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    spec: SweepSpec
+    trials: list[dict]
+    raw: dict  # the file's data after overrides, stored with every experiment
+
+
+def config_hash(trial: dict) -> str:
+    """Identity of a trial for dedup across runs: everything that changes what is computed.
+
+    The variant label is left out on purpose, so renaming a table row does not re-run anything.
+    """
+    keys = ("task", "cell", "optimizer", "training", "hidden_size", "seed")
+    canonical = json.dumps({k: trial[k] for k in keys}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def smoke_data(data: dict) -> dict:
+    """The sweep shrunk to one seed and a few steps, for CI and for trying a file out."""
+    data = copy.deepcopy(data)
+    data["seeds"] = list(data.get("seeds") or [0])[:1]
+    data["training"] = {"steps": SMOKE_STEPS, "eval_every": SMOKE_STEPS // 2}
+    return data
+
+
+def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False) -> Sweep:
+    """Read, override, validate and resolve a sweep file. Every error names the file and the key."""
+    path = Path(path)
+    try:
+        data = read_sweep_file(path)
+        for text in overrides:
+            keys, value = parse_override(text)
+            apply_override(data, keys, value, text)
+        if smoke:
+            data = smoke_data(data)
+        spec = parse_sweep(data)
+        trials = resolve_trials(spec)
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    return Sweep(path=path, spec=spec, trials=trials, raw=data)
+
+
+def resolve_trials(spec: SweepSpec) -> list[dict]:
+    """Check every cell, task and optimizer, build each model once, and expand the grid."""
+    task_spec = check_options(TASKS, spec.task, "task")
+    task = build(TASKS, task_spec, "task")
+    if spec.training.epochs is not None and task.steps_per_epoch is None:
+        raise ConfigError(f"training.epochs: task {task_spec['name']!r} has fresh data every step; use training.steps")
+    trials = []
+    for index, variant in enumerate(spec.variants):
+        where = f"variants[{index}].cell"
+        cell_spec = check_cell_spec(variant.cell, where)
+        optimizer = merged_optimizer(spec, index)
+        for hidden_size in spec.hidden_sizes:
+            with torch.device("cpu"):
+                model = build_model(task, cell_spec, hidden_size, where)
+            n_params = count_parameters(model)
+            for seed in spec.seeds:
+                trial = {
+                    "variant": spec.variant_label(index),
+                    "task": task_spec,
+                    "cell": cell_spec,
+                    "optimizer": dump(optimizer),
+                    "training": dump(spec.training),
+                    "hidden_size": hidden_size,
+                    "seed": seed,
+                    "n_params": n_params,
+                }
+                trial["config_hash"] = config_hash(trial)
+                trials.append(trial)
+    return trials
+
+
+def trial_name(trial: dict) -> str:
+    """Short readable name for progress lines and trial directories: `lstm-h32-s0`."""
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial["variant"])
+    return f"{label}-h{trial['hidden_size']}-s{trial['seed']}"

@@ -1,0 +1,86 @@
+"""Adding problem of the IndRNN paper (IndRNN reference §3.1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raylab.tasks.protocol import EVAL_SEED, Batch, evaluate_batches, step_generator
+
+ADDING_BASELINE_MSE = 1.0 / 6.0  # Var(U1 + U2) = 2/12: always answering 1
+
+
+def adding_sequences(generator: torch.Generator, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+    """Inputs (B, T, 2) and targets (B, 1).
+
+    Channel 0 is U(0, 1) noise; channel 1 marks one position in [0, T/2) and one in [T/2, T).
+    The target is the sum of the two marked values.
+    """
+    values = torch.rand(batch_size, length, generator=generator)
+    half = length // 2
+    first = torch.randint(0, half, (batch_size,), generator=generator)
+    second = torch.randint(half, length, (batch_size,), generator=generator)
+    markers = torch.zeros(batch_size, length)
+    rows = torch.arange(batch_size)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    targets = (values * markers).sum(dim=1, keepdim=True)
+    return torch.stack([values, markers], dim=-1), targets
+
+
+class AddingTask:
+    """Adding problem: output the sum of two marked values in a length-T sequence (MSE).
+
+    Fresh data every step; the baseline of always answering 1 has MSE 1/6 (about 0.167).
+    """
+
+    input_size = 2
+    output_size = 1
+    readout_mode: Literal["all", "last"] = "last"
+    steps_per_epoch = None
+    primary_metric = "val/loss"
+    eval_splits = ("val",)
+    final_splits: tuple[str, ...] = ()
+
+    def __init__(self, length: int = 100, batch_size: int = 32, eval_size: int = 1000) -> None:
+        if length < 2:
+            raise ValueError(f"length must be at least 2, got {length}")
+        for name, value in (("batch_size", batch_size), ("eval_size", eval_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.length, self.batch_size, self.eval_size = length, batch_size, eval_size
+        self.device = torch.device("cpu")
+        self._val_batches: list[Batch] = []
+
+    def setup(self, device: torch.device, data_dir: str | None) -> None:
+        self.device = device
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        chunk = min(self.eval_size, 250)
+        self._val_batches = [
+            self._batch(*adding_sequences(generator, min(chunk, self.eval_size - start), self.length))
+            for start in range(0, self.eval_size, chunk)
+        ]
+
+    def _batch(self, inputs: Tensor, targets: Tensor) -> Batch:
+        return Batch(inputs.to(self.device), targets.to(self.device))
+
+    def encoder(self) -> nn.Module:
+        return nn.Identity()
+
+    def readout(self, hidden_size: int) -> nn.Module:
+        return nn.Linear(hidden_size, 1)
+
+    def train_batch(self, step: int, seed: int) -> Batch:
+        return self._batch(*adding_sequences(step_generator(seed, step), self.batch_size, self.length))
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return F.mse_loss(outputs, targets)
+
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        return {}
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        return evaluate_batches(model, self, self._val_batches)

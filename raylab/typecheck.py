@@ -1,0 +1,116 @@
+"""Check plain YAML values against Python type hints, with errors that name the key.
+
+Sweep files, cell options and task options are all validated by this one function before Ray
+starts, so a typo is a one-line error naming the file and the key, never a traceback from a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+
+class ConfigError(ValueError):
+    """A sweep file, override or option is invalid. The message is one line naming the key."""
+
+
+def describe(annotation: Any) -> str:
+    """Human-readable name of a type hint (`int`, `float or null`, `one of tanh|relu`)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + "|".join(str(a) for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else describe(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__} of " + ", ".join(describe(a) for a in typing.get_args(annotation) if a is not Ellipsis)
+    if dataclasses.is_dataclass(annotation):
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Return `value` converted to `annotation` (int → float, list → tuple) or raise ConfigError."""
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for candidate in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, candidate, where)
+            except ConfigError:
+                continue
+        raise _type_error(value, annotation, where)
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise ConfigError(f"{where}: {value!r} is not {describe(annotation)}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(value, annotation, where)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise _type_error(value, annotation, where)
+        return dict(value)
+    if dataclasses.is_dataclass(annotation):
+        return from_mapping(annotation, value, where)
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(value, annotation, where)
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(value, annotation, where)
+    if annotation in (str, bool):
+        if isinstance(value, annotation):
+            return value
+        raise _type_error(value, annotation, where)
+    raise TypeError(f"{where}: unsupported annotation {annotation!r}")  # a bug in raylab, not in the file
+
+
+def _type_error(value: Any, annotation: Any, where: str) -> ConfigError:
+    shown = "null" if value is None else f"{value!r} ({type(value).__name__})"
+    return ConfigError(f"{where}: expected {describe(annotation)}, got {shown}")
+
+
+def from_mapping(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(fields)})")
+    values = {}
+    for name, field in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            values[name] = coerce(data[name], hints[name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required key is missing")
+    instance = cls(**values)
+    check = getattr(instance, "check", None)
+    if check is not None:
+        check(where)
+    return instance
+
+
+def check_positive(value: float | int | None, where: str, *, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless `value` is None or positive (or zero when `allow_zero`)."""
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}: must be {'non-negative' if allow_zero else 'positive'}, got {value}")
