@@ -1,4 +1,4 @@
-"""Vanilla RNN, h_t = phi(U x_t + b + V h_{t-1}) (nnRNN reference §3.2)."""
+"""Vanilla RNN and RNN-orth, h_t = phi(U x_t + b + V h_{t-1}) (nnRNN reference §3.2)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from raylab.cells.functional import modrelu, zeros_state
+from raylab.cells.functional import zeros_state
+from raylab.cells.orthogonal import OrthInit, init_orthogonal_
+from raylab.cells.recurrence import Nonlinearity, dense_recurrence, dense_recurrence_reference
 
-Nonlinearity = Literal["tanh", "relu", "modrelu"]
 InputInit = Literal["xavier", "kaiming"]
-RecurrentInit = Literal["xavier", "kaiming"]
+RecurrentInit = Literal["xavier", "kaiming", "henaff", "cayley", "random_orth"]
 
 
 def init_input_weight(weight: Tensor, scheme: InputInit) -> None:
@@ -22,12 +23,20 @@ def init_input_weight(weight: Tensor, scheme: InputInit) -> None:
         nn.init.kaiming_normal_(weight)
 
 
+def new_modrelu_bias(hidden_size: int) -> nn.Parameter:
+    """modReLU's bias, U(-0.01, 0.01) as in the nnRNN and expRNN code (nnRNN §3.1)."""
+    return nn.Parameter(torch.empty(hidden_size).uniform_(-0.01, 0.01))
+
+
 class RNN(nn.Module):
-    """Vanilla RNN with tanh, relu or modReLU; tanh and relu run in PyTorch's fused RNN kernel.
+    """Vanilla RNN (tanh | relu | modrelu), V initialised xavier | kaiming | henaff | cayley | random_orth.
 
     Unlike the original code, `relu` really is a ReLU (its `relu` silently meant no nonlinearity).
     `weight_hh` follows `torch.nn.RNN`'s convention (h_{t-1} W_hh^T): it is the transpose of the
-    original code's row-form V, which leaves xavier and orthogonal initialisations unchanged in law.
+    original code's row-form V. xavier and kaiming laws are unchanged by the transposition; the
+    orthogonal inits store exactly V^T with V = expm(skew(A0)), the matrix the named initialiser gives
+    (the post-release code ignored the name, nnRNN §10.2). Training is unconstrained in every case.
+    tanh and relu run in PyTorch's fused RNN kernel, modrelu in a loop with a hand-written backward.
     """
 
     def __init__(
@@ -43,44 +52,38 @@ class RNN(nn.Module):
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size))  # U's bias; V has none (commit 036056b)
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        # The fused kernel wants a recurrent bias too; a zero buffer keeps the parameter count honest.
-        self.register_buffer("zero_bias_hh", torch.zeros(hidden_size), persistent=False)
-        if nonlinearity == "modrelu":
-            self.modrelu_bias = nn.Parameter(torch.empty(hidden_size).uniform_(-0.01, 0.01))
+        self.modrelu_bias = new_modrelu_bias(hidden_size) if nonlinearity == "modrelu" else None
         init_input_weight(self.weight_ih, input_init)
         nn.init.uniform_(self.bias_ih, -hidden_size**-0.5, hidden_size**-0.5)  # nn.Linear's default
         if recurrent_init == "xavier":
             nn.init.xavier_normal_(self.weight_hh)
-        else:
+        elif recurrent_init == "kaiming":
             nn.init.kaiming_normal_(self.weight_hh)
-
-    def recurrent_weight(self) -> Tensor:
-        """W_hh, so that the pre-activation is U x_t + b + h_{t-1} W_hh^T."""
-        return self.weight_hh
+        else:
+            init_orthogonal_(self.weight_hh, recurrent_init)
 
     def forward(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = zeros_state(inputs, self.hidden_size) if state is None else state
-        weight_hh = self.recurrent_weight()
-        if self.nonlinearity in ("tanh", "relu"):
-            kernel = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
-            params = [self.weight_ih, weight_hh, self.bias_ih, self.zero_bias_hh]
-            outputs, h_n = kernel(inputs, h.unsqueeze(0), params, True, 1, 0.0, self.training, False, True)
-            return outputs, h_n.squeeze(0)
-        projected = torch.nn.functional.linear(inputs, self.weight_ih, self.bias_ih)  # (B, T, H) in one product
-        weight_hh_t = weight_hh.t()
-        outputs = []
-        for t in range(inputs.shape[1]):
-            h = modrelu(torch.addmm(projected[:, t], h, weight_hh_t), self.modrelu_bias)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), h
+        return dense_recurrence(inputs, h, self.weight_ih, self.bias_ih, self.weight_hh, self.nonlinearity, self.modrelu_bias, self.training)
 
     def forward_reference(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = zeros_state(inputs, self.hidden_size) if state is None else state
-        weight_hh = self.recurrent_weight()
-        activation = {"tanh": torch.tanh, "relu": torch.relu}.get(self.nonlinearity)
-        outputs = []
-        for t in range(inputs.shape[1]):
-            pre = inputs[:, t] @ self.weight_ih.t() + self.bias_ih + h @ weight_hh.t()
-            h = activation(pre) if activation else modrelu(pre, self.modrelu_bias)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), h
+        return dense_recurrence_reference(inputs, h, self.weight_ih, self.bias_ih, self.weight_hh, self.nonlinearity, self.modrelu_bias)
+
+
+class RNNOrth(RNN):
+    """RNN-orth: the vanilla RNN with an orthogonal V at initialisation, trained unconstrained.
+
+    "RNN-orth" is not a net type in the original code but `RNN` with an orthogonal `--rinit`; the
+    default, random_orth, is the supplement's choice for the copy task and psMNIST (Tables 2, 3).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        nonlinearity: Nonlinearity = "modrelu",
+        recurrent_init: OrthInit = "random_orth",
+        input_init: InputInit = "xavier",
+    ) -> None:
+        super().__init__(input_size, hidden_size, nonlinearity, recurrent_init, input_init)

@@ -1,0 +1,177 @@
+"""IndRNN (Li et al., CVPR 2018; "Deep IndRNN", 2019): stacks of h = relu(W x + b + u * h) (IndRNN reference §1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from raylab.cells.recurrence import IndRecurrence, ind_recurrence_reference
+from raylab.optim import tag
+
+Architecture = Literal["plain", "residual", "dense"]
+BatchNorm = Literal["none", "before", "after"]
+
+
+class Recurrence(nn.Module):
+    """IndRNN's "only-recurrent" part, relu(z_t + u * h_{t-1}), with optional sequence-wise BN before or after.
+
+    BN normalises each channel over batch and time (`BatchNorm1d`, eps 1e-5, momentum 0.1), the
+    flavour the authors use for classification (§1.5). u gets no weight decay.
+    """
+
+    def __init__(self, width: int, batch_norm: BatchNorm) -> None:
+        super().__init__()
+        self.weight_hh = tag(nn.Parameter(torch.empty(width)), weight_decay=0.0)
+        self.batch_norm = batch_norm
+        self.norm = nn.BatchNorm1d(width) if batch_norm != "none" else None
+
+    def normalise(self, x: Tensor) -> Tensor:
+        return self.norm(x.reshape(-1, x.shape[-1])).view(x.shape)  # (T * B, N): statistics over batch and time
+
+    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False) -> Tensor:
+        """(T, B, N) -> (T, B, N)."""
+        h0 = z.new_zeros(z.shape[1:]) if h0 is None else h0
+        if self.batch_norm == "before":
+            z = self.normalise(z)
+        out = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
+        return self.normalise(out) if self.batch_norm == "after" else out
+
+
+def time_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout with one mask for all time steps (inverted scaling); x is (T, B, N)."""
+    if not training or p == 0:
+        return x
+    mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class IndRNN(nn.Module):
+    """IndRNN: layers h_t = relu(W x_t + b + u * h_{t-1}), u a vector, |u| <= MAG^(1/T) after every step.
+
+    Architectures ([DEEP] §1.7), each layer being Linear -> [BN] -> recurrence + ReLU -> [BN] -> dropout:
+    - "plain": `num_layers` layers of width `hidden_size`;
+    - "residual": pre-activation blocks x + F(x), F = BN-Rec -> drop -> Linear -> BN-Rec -> drop -> Linear,
+      after a stem Linear; `num_layers` blocks plus one head BN-Rec, so 2 * num_layers + 1 recurrences;
+    - "dense": DenseNet-style with growth rate k = `growth_rate`, a stem of `dense_first` * k units,
+      blocks of `dense_blocks` layers (Lin 4k -> BN-Rec -> drop -> Lin k -> BN-Rec -> drop, concatenated),
+      halving transitions between blocks and a last transition to `hidden_size` (the authors'
+      `add_last_layer`, which halves: hidden_size 84 reproduces their sMNIST net, 256,514 parameters).
+    `batch_norm` none | before | after places sequence-wise BN around every recurrence; `dropout` uses
+    one mask over time on every layer output.
+
+    The bound is `u_bound` if given, else `magnitude ** (1 / timesteps)` (set `timesteps` to the
+    training sequence length T), else 1.0 (the authors' advice for very long sequences). It is enforced
+    by clamping u to [-bound, bound] after every optimizer step (`after_optimizer_step`).
+    u is initialised U(0, bound) (the authors' code; U(0, 1) without a bound); with
+    `last_layer_init` the last recurrence gets U((1/magnitude)^(1/T), bound), for tasks that read
+    only the last step, chosen by index (the plain-net name-match bug of §1.3 is not copied).
+    Linear weights are Kaiming-uniform with a = 8, biases 0 and free of weight decay, as in the authors'
+    PyTorch code. Frame-wise BN (the language-model flavour) is not implemented.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        architecture: Architecture = "plain",
+        batch_norm: BatchNorm = "none",
+        dropout: float = 0.0,
+        timesteps: int | None = None,
+        magnitude: float = 2.0,
+        u_bound: float | None = None,
+        last_layer_init: bool = False,
+        growth_rate: int = 16,
+        dense_first: int = 6,
+        dense_blocks: tuple[int, ...] = (8, 6, 4),
+    ) -> None:
+        super().__init__()
+        if num_layers < 1 or not 0 <= dropout < 1 or magnitude <= 1:
+            raise ValueError(f"need num_layers >= 1, 0 <= dropout < 1 and magnitude > 1, got {num_layers}, {dropout}, {magnitude}")
+        if timesteps is not None and timesteps < 1:
+            raise ValueError(f"timesteps must be positive, got {timesteps}")
+        if last_layer_init and timesteps is None:
+            raise ValueError("last_layer_init needs timesteps (its lower bound is (1/magnitude)^(1/timesteps))")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.architecture, self.dropout, self.dense_blocks = architecture, dropout, dense_blocks
+        self.bound = u_bound if u_bound is not None else magnitude ** (1 / timesteps) if timesteps else 1.0
+        linears, widths = self.layout(input_size, hidden_size, num_layers, architecture, growth_rate * dense_first, growth_rate, dense_blocks)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in linears)
+        self.recurrences = nn.ModuleList(Recurrence(width, batch_norm) for width in widths)
+        for linear in self.linears:
+            nn.init.kaiming_uniform_(linear.weight, a=8)
+            nn.init.zeros_(linear.bias)
+            tag(linear.bias, weight_decay=0.0)
+        for recurrence in self.recurrences:
+            nn.init.uniform_(recurrence.weight_hh, 0.0, self.bound)
+        if last_layer_init:
+            nn.init.uniform_(self.recurrences[-1].weight_hh, (1 / magnitude) ** (1 / timesteps), self.bound)
+
+    @staticmethod
+    def layout(n_in: int, n: int, layers: int, architecture: Architecture, first: int, k: int, blocks: tuple[int, ...]) -> tuple[list[tuple[int, int]], list[int]]:
+        """(in, out) of every Linear and width of every recurrence, in the order `_run` uses them."""
+        if architecture == "plain":
+            return [(n_in, n)] + [(n, n)] * (layers - 1), [n] * layers
+        if architecture == "residual":
+            return [(n_in, n)] + [(n, n)] * (2 * layers), [n] * (2 * layers + 1)
+        linears, widths, width = [(n_in, first)], [first], first
+        for index, size in enumerate(blocks):
+            for _ in range(size):
+                linears += [(width, 4 * k), (4 * k, k)]
+                widths += [4 * k, k]
+                width += k
+            out = width // 2 if index < len(blocks) - 1 else n
+            linears.append((width, out))
+            widths.append(out)
+            width = out
+        return linears, widths
+
+    def after_optimizer_step(self) -> None:
+        """Project u back into [-bound, bound] (the authors clamp the parameter data in place)."""
+        with torch.no_grad():
+            for recurrence in self.recurrences:
+                recurrence.weight_hh.clamp_(-self.bound, self.bound)
+
+    def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        return self._run(inputs, state, reference=False)
+
+    def forward_reference(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        return self._run(inputs, state, reference=True)
+
+    def _run(self, inputs: Tensor, state: tuple[Tensor, ...] | None, reference: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+        states = list(state) if state is not None else [None] * len(self.recurrences)
+        finals: list[Tensor] = []
+        linear = iter(self.linears)
+        recurrences = iter(zip(self.recurrences, states))
+
+        def lin(x: Tensor) -> Tensor:
+            return next(linear)(x)
+
+        def rec(x: Tensor) -> Tensor:
+            recurrence, h0 = next(recurrences)
+            out = recurrence(x, h0, reference)
+            finals.append(out[-1])
+            return time_dropout(out, self.dropout, self.training)
+
+        # Linears and recurrences are consumed in `layout` order: write one call per statement.
+
+        x = inputs.transpose(0, 1)  # (T, B, I): every step reads contiguous memory
+        if self.architecture == "plain":
+            for _ in range(self.num_layers):
+                x = rec(lin(x))
+        elif self.architecture == "residual":
+            x = lin(x)
+            for _ in range(self.num_layers):
+                y = lin(rec(x))
+                x = x + lin(rec(y))
+            x = rec(x)
+        else:
+            x = rec(lin(x))
+            for size in self.dense_blocks:
+                for _ in range(size):
+                    y = rec(lin(x))
+                    x = torch.cat([x, rec(lin(y))], dim=-1)
+                x = rec(lin(x))  # transition (the last one maps to hidden_size)
+        return x.transpose(0, 1), tuple(finals)
