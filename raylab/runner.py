@@ -13,10 +13,12 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-# Before Ray is imported: keep Tune's per-checkpoint sync warning out of the user's terminal.
+# Before Ray is imported: ProgressPrinter replaces Tune's console output (experiment banner, trial
+# tables, per-checkpoint sync warnings), so that a sweep prints one line per event.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -70,7 +72,7 @@ def make_trainable(sweep_resources: Any) -> Any:
     return tune.with_resources(train, {"cpu": sweep_resources.cpu, "gpu": sweep_resources.gpu})
 
 
-def run_configs(sweep: Sweep, run_name: str, out: TextIO) -> tuple[Any, Any]:
+def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
     tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=run_name,
@@ -78,7 +80,7 @@ def run_configs(sweep: Sweep, run_name: str, out: TextIO) -> tuple[Any, Any]:
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter(out)],
+        callbacks=[ProgressPrinter()],
     )
     return tune_config, run_config
 
@@ -95,19 +97,19 @@ def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dic
     (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
-def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict, out: TextIO = sys.stdout) -> Path:
+def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> Path:
     """Run `trials` as one Tune experiment under the sweep directory; return the run directory."""
     run_name = "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = sweep_directory(sweep) / run_name
     write_manifest(run_dir, sweep, trials, runtime)
-    tune_config, run_config = run_configs(sweep, run_name, out)
+    tune_config, run_config = run_configs(sweep, run_name)
     tuner = tune.Tuner(
         make_trainable(sweep.spec.resources),
         param_space={"trial": tune.grid_search(trials), "runtime": runtime},
         tune_config=tune_config,
         run_config=run_config,
     )
-    print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", file=out, flush=True)
+    print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     tuner.fit()
     return run_dir
 
@@ -117,14 +119,15 @@ class ProgressPrinter(tune.Callback):
 
     SHOWN_METRICS = ("train/loss", "val/loss", "val/acc", "val/bpc", "test/loss", "test/acc", "test/bpc")
 
-    def __init__(self, out: TextIO = sys.stdout, tally_every_s: float = 30.0) -> None:
-        self.out, self.tally_every_s = out, tally_every_s
+    def __init__(self, tally_every_s: float = 30.0) -> None:
+        # No stream attribute: Tune pickles callbacks into tuner.pkl, so print to sys.stdout at call time.
+        self.tally_every_s = tally_every_s
         self.start = time.monotonic()
         self.last_tally = self.start
 
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)
-        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", file=self.out, flush=True)
+        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
 
     @staticmethod
     def _name(trial: Any) -> str:

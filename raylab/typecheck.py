@@ -7,9 +7,13 @@ starts, so a typo is a one-line error naming the file and the key, never a trace
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, Union
+
+
+YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -39,7 +43,10 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for candidate in (a for a in args if a is not type(None)):
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:
+            return coerce(value, candidates[0], where)  # `X | None`: report X's precise error
+        for candidate in candidates:
             try:
                 return coerce(value, candidate, where)
             except ConfigError:
@@ -68,6 +75,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and YAML12_FLOAT.fullmatch(value):
+            return float(value)  # PyYAML (YAML 1.1) reads `1e-4` as a string; YAML 1.2 and users mean a number
         raise _type_error(value, annotation, where)
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):

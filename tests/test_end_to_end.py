@@ -1,0 +1,64 @@
+"""A tiny sweep on real embedded Ray, through Parquet, to the table and the plot."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from raylab.cli import main
+
+pytestmark = pytest.mark.ray
+
+SWEEP = {
+    "name": "e2e",
+    "task": {"name": "copy", "delay": 5, "eval_size": 50},
+    "variants": [
+        {"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"},
+        {"cell": {"name": "lstm"}, "label": "LSTM"},
+        # RMSprop moves every weight by about lr per step: at 1e4 the unbounded modReLU RNN overflows
+        # within two steps (ReLU units can die instead, tanh saturates).
+        {"cell": {"name": "rnn", "nonlinearity": "modrelu"}, "label": "RNN-diverges", "optimizer": {"lr": 1.0e4}},
+    ],
+    "hidden_sizes": [8],
+    "seeds": [0, 1],
+    "training": {"steps": 20, "eval_every": 10},
+    "max_failures": 0,
+}
+
+
+def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
+    sweep_file = tmp_path / "e2e.yaml"
+    sweep_file.write_text(yaml.safe_dump({**SWEEP, "storage": str(tmp_path / "results")}))
+
+    assert main(["run", str(sweep_file)]) == 0  # a diverged trial is a result, not a failure
+    out = capsys.readouterr().out
+    sweep_dir = tmp_path / "results" / "e2e"
+
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 6
+    assert trials.groupby("variant")["status"].apply(set).to_dict() == {
+        "RNN": {"finished"},
+        "LSTM": {"finished"},
+        "RNN-diverges": {"diverged"},
+    }
+    finished = trials[trials["status"] == "finished"]
+    assert (finished["steps"] == 20).all() and finished["final/val/loss"].notna().all()
+    for column in ("config_hash", "seed", "n_params", "wall_time_s", "git_commit", "version.torch", "version.ray", "config.optimizer.lr", "config.cell.name"):
+        assert column in trials.columns, column
+    assert trials["version.torch"].notna().all()
+
+    curves = pd.read_parquet(sweep_dir / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+    val_steps = curves[(curves["metric"] == "val/loss") & curves["trial_id"].isin(finished["trial_id"])]
+    assert val_steps.groupby("trial_id")["step"].apply(sorted).map(tuple).unique().tolist() == [(10, 20)]
+
+    # The table printed at the end of the run: mean ± SE (n) over the two seeds, failures counted.
+    assert "| copy | LSTM | 8 |" in out and "(n=2)" in out and "±" in out
+    assert "| copy | RNN-diverges | 8 | — | — | 2 diverged |" in out
+
+    assert main(["table", str(sweep_dir), "--metric", "val/acc", "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0] == "task,variant,hidden_size,val/acc.mean,val/acc.sem,val/acc.n,diverged,errored,unfinished,pending"
+
+    assert main(["plot", str(sweep_dir), "--metric", "val/loss", "--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(sweep_dir), "--metric", "val/nope"]) == 2

@@ -1,0 +1,73 @@
+"""Parquet writing: de-duplicated curves, one row per resolved trial, atomic replacement."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raylab import results
+from raylab.results import arrow_table, curve_points, curves_table, keep_one_per_config, summarize_curve, write_parquet_atomic
+
+
+def test_rereported_steps_keep_the_last_value():
+    # A restore re-reports the steps between the last checkpoint and the failure.
+    rows = [
+        {"step": 10, "val/loss": 0.9, "training_iteration": 1},
+        {"step": 20, "val/loss": 0.8, "training_iteration": 2},
+        {"step": 30, "val/loss": 0.7, "training_iteration": 3},
+        {"step": 30, "val/loss": 0.65, "training_iteration": 3},  # after the restore
+        {"step": 40, "val/loss": 0.6, "val/acc": 0.5, "training_iteration": 4},
+    ]
+    points = curve_points("t1", rows)
+    assert points[("t1", 30, "val/loss")] == 0.65
+    assert sorted(k[1] for k in points if k[2] == "val/loss") == [10, 20, 30, 40]
+    assert not any(k[2] == "training_iteration" for k in points)
+    table = curves_table(points)
+    assert table.num_rows == 5 and table.schema.names == ["trial_id", "step", "metric", "value"]
+
+
+def test_final_and_best_follow_the_metric_direction():
+    points = curve_points("t", [{"step": 1, "val/loss": 0.5, "val/acc": 0.7}, {"step": 2, "val/loss": 0.6, "val/acc": 0.6}])
+    summary = summarize_curve(points)
+    assert summary["final/val/loss"] == 0.6 and summary["best/val/loss"] == 0.5
+    assert summary["final/val/acc"] == 0.6 and summary["best/val/acc"] == 0.7
+
+
+def test_each_resolved_trial_appears_once_across_runs():
+    rows = [
+        ({"config_hash": "a", "status": "errored", "run": "run-1"}, {}),
+        ({"config_hash": "b", "status": "finished", "run": "run-1"}, {}),
+        ({"config_hash": "a", "status": "finished", "run": "run-2"}, {}),  # rerun succeeded
+        ({"config_hash": "b", "status": "unfinished", "run": "run-2"}, {}),  # never beats a finished one
+    ]
+    kept = {row["config_hash"]: row["run"] for row, _ in keep_one_per_config(rows)}
+    assert kept == {"a": "run-2", "b": "run-1"}
+
+
+def test_mixed_type_columns_become_text_and_numbers_stay_numbers():
+    table = arrow_table([{"x": 1, "y": "a", "z": 0.5}, {"x": 2.5, "y": 3, "z": None}])
+    assert table.column("x").type == pa.float64()
+    assert table.column("y").to_pylist() == ["a", "3"]
+    assert table.column("z").to_pylist() == [0.5, None]
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "trials.parquet"
+    write_parquet_atomic(pa.table({"a": [1, 2]}), target)
+    assert pq.read_table(target).column("a").to_pylist() == [1, 2]
+
+    def broken_write(table, where, **kwargs):
+        open(where, "wb").write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.pq, "write_table", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet_atomic(pa.table({"a": [3]}), target)
+    assert pq.read_table(target).column("a").to_pylist() == [1, 2]  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]  # no temporary left behind
+
+
+def test_collect_on_a_folder_without_experiments_is_a_clear_error(tmp_path):
+    with pytest.raises(results.ResultsError, match="no raylab experiment here"):
+        results.collect(tmp_path)
+    with pytest.raises(results.ResultsError, match="no such experiment directory"):
+        results.collect(tmp_path / "missing")
