@@ -1,7 +1,8 @@
 """Sweep files: load YAML, apply `key.sub=value` overrides, validate everything before Ray starts.
 
-A sweep is the grid variants x hidden sizes x seeds over one task. See `jobs/smoke.yaml` for an
-annotated example; `raylab validate FILE` runs exactly the checks below and nothing else.
+A sweep is the grid tasks x variants x hidden sizes x seeds; `task` is one spec or a list of them.
+See `jobs/smoke.yaml` for an annotated example; `raylab validate FILE` runs exactly the checks below
+and nothing else.
 """
 
 from __future__ import annotations
@@ -26,10 +27,17 @@ class OptimizerSpec:
     eps: float = 1e-8
     weight_decay: float = 0.0  # for parameters whose cell sets no decay of their own
     clip_grad_norm: float | None = None  # None: no clipping, as in the nnRNN code
+    clip_grad_value: float | None = None  # element-wise clamp of every gradient to [-v, v] (IndRNN: 10)
+    lr_decay_on_plateau: float | None = None  # multiply every lr by this after a non-improving evaluation (nnRNN PTB: 0.5)
+    lr_decay_patience: int = 0  # ... once this many evaluations in a row did not improve the primary metric
 
     def check(self, where: str) -> None:
         prefix = f"{where}." if where else ""
         check_positive(self.lr, f"{prefix}lr")
+        check_positive(self.clip_grad_value, f"{prefix}clip_grad_value")
+        check_positive(self.lr_decay_patience, f"{prefix}lr_decay_patience", allow_zero=True)
+        if self.lr_decay_on_plateau is not None and not 0.0 < self.lr_decay_on_plateau < 1.0:
+            raise ConfigError(f"{prefix}lr_decay_on_plateau: must be in (0, 1), got {self.lr_decay_on_plateau}")
         check_positive(self.lr_orth, f"{prefix}lr_orth")
         check_positive(self.eps, f"{prefix}eps")
         check_positive(self.clip_grad_norm, f"{prefix}clip_grad_norm")
@@ -76,7 +84,7 @@ class VariantSpec:
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
-    task: dict  # {name: <task>, <option>: <value>, ...}
+    task: dict | list[dict]  # {name: <task>, <option>: <value>, ...}, or a list of them: one more grid axis
     variants: list[VariantSpec]
     seeds: list[int]
     training: TrainingSpec
@@ -90,6 +98,8 @@ class SweepSpec:
     def check(self, where: str) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"name: must be a non-empty file name, got {self.name!r}")
+        if isinstance(self.task, list) and not self.task:
+            raise ConfigError("task: must be a task spec or a non-empty list of them")
         if not self.variants:
             raise ConfigError("variants: must list at least one variant")
         if not self.seeds:
@@ -101,6 +111,9 @@ class SweepSpec:
         for i, size in enumerate(self.hidden_sizes):
             check_positive(size, f"hidden_sizes[{i}]")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
+
+    def task_specs(self) -> list[dict]:
+        return self.task if isinstance(self.task, list) else [self.task]
 
     def variant_label(self, index: int) -> str:
         variant = self.variants[index]

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,7 +58,18 @@ def smoke_data(data: dict) -> dict:
     data = copy.deepcopy(data)
     data["seeds"] = list(data.get("seeds") or [0])[:1]
     data["training"] = {"steps": SMOKE_STEPS, "eval_every": SMOKE_STEPS // 2}
+    if "task" in data:
+        data["task"] = smoke_task(data["task"])
     return data
+
+
+def smoke_task(spec: Any) -> Any:
+    """A task spec (or list of them) with its task's `smoke_options` applied: smaller data sets."""
+    if isinstance(spec, list):
+        return [smoke_task(item) for item in spec]
+    if isinstance(spec, dict) and spec.get("name") in TASKS:
+        return {**spec, **getattr(TASKS[spec["name"]], "smoke_options", {})}
+    return spec  # a bad spec fails validation later, with the usual message
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False) -> Sweep:
@@ -80,8 +92,23 @@ def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False)
 
 def resolve_trials(spec: SweepSpec) -> list[dict]:
     """Check every cell, task and optimizer, build each model once, and expand the grid."""
-    task_spec = check_options(TASKS, spec.task, "task")
-    task = build(TASKS, task_spec, "task")
+    wheres = ["task"] if isinstance(spec.task, dict) else [f"task[{i}]" for i in range(len(spec.task))]
+    task_specs = [check_options(TASKS, raw, where) for raw, where in zip(spec.task_specs(), wheres)]
+    trials = []
+    for task_spec, where in zip(task_specs, wheres):
+        trials += resolve_task_trials(spec, task_spec, where, task_label(task_spec, task_specs))
+    return trials
+
+
+def task_label(task_spec: dict, task_specs: list[dict]) -> str:
+    """The options that tell this task spec from the sweep's others (`bptt=300`); "" for one task."""
+    keys = sorted({k for s in task_specs for k in s if any(s.get(k) != other.get(k) for other in task_specs)})
+    return ",".join(f"{k}={task_spec.get(k)}" for k in keys)
+
+
+def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str) -> list[dict]:
+    """The grid variants x hidden sizes x seeds of one task spec."""
+    task = build(TASKS, task_spec, where)
     if spec.training.epochs is not None and task.steps_per_epoch is None:
         raise ConfigError(f"training.epochs: task {task_spec['name']!r} has fresh data every step; use training.steps")
     trials = []
@@ -104,12 +131,15 @@ def resolve_trials(spec: SweepSpec) -> list[dict]:
                     "seed": seed,
                     "n_params": n_params,
                 }
+                if label:
+                    trial["task_label"] = label  # display only, like the variant label
                 trial["config_hash"] = config_hash(trial)
                 trials.append(trial)
     return trials
 
 
 def trial_name(trial: dict) -> str:
-    """Short readable name for progress lines and trial directories: `lstm-h32-s0`."""
-    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial["variant"])
+    """Short readable name for progress lines and trial directories: `lstm-h32-s0`, `lstm-bptt_300-h32-s0`."""
+    label = "-".join(filter(None, (trial["variant"], trial.get("task_label"))))
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     return f"{label}-h{trial['hidden_size']}-s{trial['seed']}"

@@ -72,6 +72,7 @@ class Progress:
     best_model: dict | None = None
     train_sums: dict[str, float] = field(default_factory=dict)
     train_count: int = 0
+    stale_evals: int = 0  # evaluations in a row that did not improve the primary metric
 
     def add_train(self, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -82,6 +83,20 @@ class Progress:
         means = {f"train/{k}": v / self.train_count for k, v in self.train_sums.items()} if self.train_count else {}
         self.train_sums, self.train_count = {}, 0
         return means
+
+
+def decay_on_plateau(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, progress: Progress) -> None:
+    """Multiply every group's lr by `lr_decay_on_plateau` once the metric stalled past the patience.
+
+    nnRNN's PTB script halves both optimizers' lr after every epoch whose validation loss is not the
+    best so far (factor 0.5, patience 0, one evaluation per epoch). The lr lives in the optimizer's
+    state dict, so a restored trial continues with the decayed value.
+    """
+    if spec.lr_decay_on_plateau is None or progress.stale_evals <= spec.lr_decay_patience:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] *= spec.lr_decay_on_plateau
+    progress.stale_evals = 0
 
 
 def pick_device() -> torch.device:
@@ -139,6 +154,8 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
         objective.backward()
         if optimizer_spec.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), optimizer_spec.clip_grad_norm)
+        if optimizer_spec.clip_grad_value is not None:
+            nn.utils.clip_grad_value_(model.parameters(), optimizer_spec.clip_grad_value)
         optimizer.step()
         model.after_optimizer_step()
         progress.step += 1
@@ -150,6 +167,10 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
             if is_better(value, progress.best_value, mode):
                 progress.best_value = value
                 progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()} if task.final_splits else None
+                progress.stale_evals = 0
+            else:
+                progress.stale_evals += 1
+                decay_on_plateau(optimizer, optimizer_spec, progress)
             report(metrics, checkpoint())
 
     if task.final_splits and progress.best_model is not None:

@@ -2,12 +2,16 @@
 
 from raylab.tasks.adding import AddingTask
 from raylab.tasks.copying import CopyTask
+from raylab.tasks.mnist import MNISTTask
 from raylab.tasks.protocol import Batch, Task
+from raylab.tasks.ptb import PTBTask
 
 # Sweep files name tasks by these keys; `raylab ls tasks` lists them with their options.
 TASKS = {
     "copy": CopyTask,
     "adding": AddingTask,
+    "mnist": MNISTTask,
+    "ptb": PTBTask,
 }
 
-__all__ = ["TASKS", "AddingTask", "Batch", "CopyTask", "Task"]
+__all__ = ["TASKS", "AddingTask", "Batch", "CopyTask", "MNISTTask", "PTBTask", "Task"]

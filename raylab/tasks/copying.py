@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,7 @@ class CopyTask:
     primary_metric = "val/loss"
     eval_splits = ("val",)
     final_splits: tuple[str, ...] = ()
+    smoke_options: ClassVar[dict] = {"eval_size": 10}  # --smoke: a small validation set
 
     def __init__(
         self,

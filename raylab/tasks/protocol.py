@@ -10,6 +10,7 @@ exactly the batches an uninterrupted trial would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -65,8 +66,8 @@ EVAL_SEED = 2**31 - 1  # synthetic validation sets are the same for every trial 
 
 
 @torch.no_grad()
-def evaluate_batches(model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, float]:
-    """Size-weighted mean of loss and batch metrics over fixed batches (synthetic tasks)."""
+def evaluate_batches(model: nn.Module, task: Task, batches: Iterable[Batch]) -> dict[str, float]:
+    """Size-weighted mean of loss and batch metrics over fixed batches (one pass, no carried state)."""
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
