@@ -1,6 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures. Ray tests start a real embedded Ray with explicit CPUs and shut it down after."""
 
 import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_2_cpus():
+    """A real local Ray with 2 CPUs for the tests of one module."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
