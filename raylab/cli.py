@@ -111,6 +111,42 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from raylab import submit
+
+    try:
+        job_id = submit.submit_sweep(args.file, args.overrides, args.smoke, args.address, args.token_file)
+    except submit.ClusterError as error:
+        return submit.report(error)
+    print(job_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raylab import submit
+
+    try:
+        status, message = submit.job_status(args.job_id, args.address, args.token_file)
+    except submit.ClusterError as error:
+        return submit.report(error)
+    print(f"{args.job_id}: {status}" + (f" ({message})" if message else ""))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from raylab import submit
+
+    try:
+        if not args.follow:
+            print(submit.job_logs(args.job_id, args.address, args.token_file), end="")
+            return 0
+        status = submit.follow_logs(args.job_id, args.address, args.token_file)
+    except submit.ClusterError as error:
+        return submit.report(error)
+    print(f"\nraylab: job {args.job_id}: {status}", file=sys.stderr)
+    return submit.exit_code_for(status)
+
+
 def split_list(values: list[str] | None) -> list[str] | None:
     """`--by task,cell --by seed` -> ["task", "cell", "seed"]."""
     if not values:
@@ -161,6 +197,32 @@ def parser() -> argparse.ArgumentParser:
     ls = commands.add_parser("ls", help="list registered cells or tasks with their options")
     ls.add_argument("kind", choices=("cells", "tasks"))
     ls.set_defaults(handler=cmd_ls)
+
+    # Remote clusters through the Ray Jobs API (raylab/submit.py; docs/cluster.md).
+    address = dict(default=os.environ.get("RAY_API_SERVER_ADDRESS"), required="RAY_API_SERVER_ADDRESS" not in os.environ,
+                   help="dashboard address, e.g. http://127.0.0.1:8265 after `ray dashboard CLUSTER.yaml` (default: $RAY_API_SERVER_ADDRESS)")
+    token = dict(help="file holding the cluster's auth token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
+
+    submit = commands.add_parser("submit", help="run a sweep file on a Ray cluster as a Ray Job; prints the job id")
+    submit.add_argument("file", help="sweep file inside this project, e.g. jobs/smoke.yaml")
+    submit.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key, e.g. storage=s3://bucket/raylab")
+    submit.add_argument("--address", **address)
+    submit.add_argument("--token-file", **token)
+    submit.add_argument("--smoke", action="store_true", help="one seed and a few steps, to try a cluster out")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", help="status of a submitted job")
+    status.add_argument("job_id")
+    status.add_argument("--address", **address)
+    status.add_argument("--token-file", **token)
+    status.set_defaults(handler=cmd_status)
+
+    logs = commands.add_parser("logs", help="output of a submitted job (exit 1 with --follow if it fails)")
+    logs.add_argument("job_id")
+    logs.add_argument("--address", **address)
+    logs.add_argument("--token-file", **token)
+    logs.add_argument("--follow", action="store_true", help="stream the output until the job ends")
+    logs.set_defaults(handler=cmd_logs)
     return top
 
 
