@@ -82,6 +82,23 @@ class VariantSpec:
 
 
 @dataclass(frozen=True)
+class BudgetSpec:
+    """`budget: {n_params: 18900}`: each variant's hidden size is solved for this many parameters."""
+
+    n_params: int | list[int]  # a list is one more grid axis: one hidden size per budget and variant
+    rounding: Literal["floor", "nearest"] = "floor"  # floor: the largest N within budget (raylab.budget)
+
+    def targets(self) -> list[int]:
+        return self.n_params if isinstance(self.n_params, list) else [self.n_params]
+
+    def check(self, where: str) -> None:
+        if not self.targets():
+            raise ConfigError(f"{where}.n_params: must list at least one budget")
+        for i, n in enumerate(self.targets()):
+            check_positive(n, f"{where}.n_params" + (f"[{i}]" if isinstance(self.n_params, list) else ""))
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     task: dict | list[dict]  # {name: <task>, <option>: <value>, ...}, or a list of them: one more grid axis
@@ -89,6 +106,7 @@ class SweepSpec:
     seeds: list[int]
     training: TrainingSpec
     hidden_sizes: list[int] | None = None
+    budget: BudgetSpec | None = None  # instead of hidden_sizes: solve each variant's size for a parameter count
     optimizer: OptimizerSpec = OptimizerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
@@ -106,9 +124,11 @@ class SweepSpec:
             raise ConfigError("seeds: must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: must be distinct, got {self.seeds}")
-        if not self.hidden_sizes:
+        if (self.hidden_sizes is None) == (self.budget is None):
+            raise ConfigError("hidden_sizes: set exactly one of hidden_sizes or budget")
+        if self.hidden_sizes is not None and not self.hidden_sizes:
             raise ConfigError("hidden_sizes: must list at least one size")
-        for i, size in enumerate(self.hidden_sizes):
+        for i, size in enumerate(self.hidden_sizes or []):
             check_positive(size, f"hidden_sizes[{i}]")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
 

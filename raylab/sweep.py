@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from raylab.budget import model_counter, solve_hidden_size
 from raylab.config import (
     ConfigError,
     SweepSpec,
@@ -116,7 +117,7 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         where = f"variants[{index}].cell"
         cell_spec = check_cell_spec(variant.cell, where)
         optimizer = merged_optimizer(spec, index)
-        for hidden_size in spec.hidden_sizes:
+        for hidden_size, budget in sized_grid(spec, task, cell_spec, where):
             with torch.device("cpu"):
                 model = build_model(task, cell_spec, hidden_size, where)
             n_params = count_parameters(model)
@@ -130,12 +131,24 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
                     "hidden_size": hidden_size,
                     "seed": seed,
                     "n_params": n_params,
+                    "budget": budget,  # the target n_params when the size was solved for, else None
                 }
                 if label:
                     trial["task_label"] = label  # display only, like the variant label
                 trial["config_hash"] = config_hash(trial)
                 trials.append(trial)
     return trials
+
+
+def sized_grid(spec: SweepSpec, task: Any, cell_spec: dict, where: str) -> list[tuple[int, int | None]]:
+    """(hidden size, budget) pairs of one variant: the sweep's sizes, or one solved size per budget."""
+    if spec.budget is None:
+        return [(size, None) for size in spec.hidden_sizes]
+    count = model_counter(task, cell_spec, where)
+    try:
+        return [(solve_hidden_size(count, target, spec.budget.rounding), target) for target in spec.budget.targets()]
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def trial_name(trial: dict) -> str:

@@ -18,7 +18,7 @@ TMask = Literal["code", "paper"]
 
 def block_indices(n: int) -> Tensor:
     """Flat indices into an (N, N) matrix of the 2x2 blocks' entries, ordered (2i,2i), (2i,2i+1), (2i+1,2i), (2i+1,2i+1)."""
-    first = 2 * torch.arange(n // 2)
+    first = 2 * torch.arange(n // 2, device="cpu")
     return torch.cat([first * n + first, first * n + first + 1, (first + 1) * n + first, (first + 1) * n + first + 1])
 
 
@@ -26,7 +26,7 @@ def t_entries(n: int, kind: TMask) -> Tensor:
     """Where T's free entries live: the strict upper triangle ("code"), or that minus the blocks' (2i, 2i+1) ("paper")."""
     mask = upper_mask(n)
     if kind == "paper":
-        first = 2 * torch.arange(n // 2)
+        first = 2 * torch.arange(n // 2, device="cpu")
         mask[first, first + 1] = False
     return mask
 
@@ -72,7 +72,7 @@ class NNRNN(nn.Module):
         self.register_buffer("upper", upper_mask(n), persistent=False)
         t_pattern = t_entries(n, t_mask)
         # One scatter builds Lambda + T: T's entries then the blocks' (code mask: T adds into (2i, 2i+1)).
-        flat = torch.arange(n * n).view(n, n)
+        flat = torch.arange(n * n, device="cpu").view(n, n)
         self.register_buffer("theta_index", torch.cat([flat[t_pattern], block_indices(n)]), persistent=False)
         self.weight_ih = nn.Parameter(torch.empty(n, input_size))  # U, no bias
         self.log_p = tag(nn.Parameter(torch.empty(n * (n - 1) // 2)), lr="lr_orth", weight_decay=0.0)

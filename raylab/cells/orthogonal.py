@@ -21,8 +21,12 @@ OrthInit = Literal["henaff", "cayley", "random_orth"]
 
 
 def upper_mask(n: int) -> Tensor:
-    """(N, N) bool, True strictly above the diagonal: where a log parameter's free entries live."""
-    return torch.ones(n, n, dtype=torch.bool).triu(1)
+    """(N, N) bool, True strictly above the diagonal: where a log parameter's free entries live.
+
+    Index helpers build on the CPU whatever the default device, so that models can be built on the
+    meta device for parameter counting (`raylab.budget`); `.to(device)` moves the buffers.
+    """
+    return torch.ones(n, n, dtype=torch.bool, device="cpu").triu(1)
 
 
 def skew_from_upper(values: Tensor, mask: Tensor) -> Tensor:

@@ -1,0 +1,158 @@
+"""Every cell: forward, backward and an optimizer step; the fast path against the plain loop; the
+trainable end to end (no Ray); one-line errors for bad options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raylab.cells import CELLS
+from raylab.config import ConfigError, OptimizerSpec
+from raylab.model import build_cell, check_cell_spec
+from raylab.optim import build_optimizer
+from raylab.training import run_trial
+
+# Every cell, and every option that changes the computation.
+VARIANTS = [
+    {"name": "rnn", "nonlinearity": "modrelu"},
+    {"name": "rnn", "nonlinearity": "tanh", "recurrent_init": "kaiming"},
+    {"name": "rnn", "nonlinearity": "relu", "recurrent_init": "cayley", "input_init": "kaiming"},
+    {"name": "rnn_orth", "recurrent_init": "henaff"},
+    {"name": "rnn_orth"},
+    {"name": "exprnn"},
+    {"name": "exprnn", "recurrent_init": "random_orth", "nonlinearity": "tanh"},
+    {"name": "nnrnn"},
+    {"name": "nnrnn", "t_mask": "paper", "recurrent_init": "cayley"},
+    {"name": "eurnn"},
+    {"name": "eurnn", "mode": "real", "capacity": 2},
+    {"name": "eurnn", "style": "fft"},
+    {"name": "eurnn", "style": "fft", "mode": "real"},
+    {"name": "lstm"},
+    {"name": "gru"},
+    {"name": "indrnn"},
+    {"name": "indrnn", "num_layers": 3, "batch_norm": "before", "timesteps": 6, "last_layer_init": True},
+    {"name": "indrnn", "architecture": "residual", "batch_norm": "after", "num_layers": 2},
+    {"name": "indrnn", "architecture": "dense", "batch_norm": "after", "growth_rate": 2, "dense_first": 2, "dense_blocks": [2, 1]},
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread, like a 1-CPU trial: tiny matrices are slower with more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+IDS = ["-".join(f"{v}" for k, v in spec.items()) for spec in VARIANTS]
+
+
+def make(spec: dict, input_size: int = 3, hidden_size: int = 8, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_cell(check_cell_spec(spec), input_size, hidden_size).to(dtype)
+
+
+def perturb(cell: torch.nn.Module) -> None:
+    """Move parameters off their special initial values (T = 0, gamma = 1, b = 0) so every term is exercised."""
+    with torch.no_grad():
+        for name, param in cell.named_parameters():
+            if name in ("t", "gamma", "modrelu_bias"):
+                param.add_(0.1 * torch.randn_like(param))
+
+
+def test_every_registered_cell_is_covered():
+    assert {spec["name"] for spec in VARIANTS} == set(CELLS)
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=IDS)
+def test_forward_backward_step(spec):
+    cell = make(spec)
+    inputs = torch.randn(4, 6, 3)
+    outputs, state = cell(inputs)
+    assert outputs.shape == (4, 6, 8)
+    outputs2, _ = cell(inputs, state)  # a carried state is accepted
+    loss = outputs.pow(2).mean() + outputs2.pow(2).mean()
+    penalty = getattr(cell, "penalty", None)
+    if penalty is not None:
+        loss = loss + penalty()
+    optimizer = build_optimizer(cell, OptimizerSpec(lr=0.01, lr_orth=0.001))
+    before = [p.detach().clone() for p in cell.parameters()]
+    loss.backward()
+    optimizer.step()
+    getattr(cell, "after_optimizer_step", lambda: None)()
+    assert all(torch.isfinite(p).all() for p in cell.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, cell.parameters()))
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=IDS)
+def test_fast_path_equals_plain_loop(spec):
+    """Outputs and final state to 1e-5 in float32; every gradient to 1e-8 in float64."""
+    cell = make(spec)
+    perturb(cell)
+    inputs, h0_source = torch.randn(4, 7, 3), torch.randn(4, 7, 3)
+    _, state = cell.forward_reference(h0_source)  # a non-zero initial state
+    fast, fast_state = cell(inputs, state)
+    slow, slow_state = cell.forward_reference(inputs, state)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(torch.utils._pytree.tree_leaves(fast_state), torch.utils._pytree.tree_leaves(slow_state)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+    cell = make(spec, dtype=torch.float64)
+    perturb(cell)
+    inputs = inputs.double()
+    grads = []
+    for forward in (cell.forward, cell.forward_reference):
+        cell.zero_grad()
+        outputs, _ = forward(inputs)
+        (outputs * torch.linspace(-1, 1, outputs.shape[-1], dtype=torch.float64)).sum().backward()
+        grads.append([p.grad.clone() for p in cell.parameters()])
+    for fast_grad, slow_grad in zip(*grads):
+        torch.testing.assert_close(fast_grad, slow_grad, atol=1e-8, rtol=1e-7)
+
+
+@pytest.mark.parametrize("spec", [{"name": n} for n in CELLS], ids=list(CELLS))
+def test_through_the_trainable(spec):
+    """`run_trial` with a tiny copy task: build, a few optimizer steps, evaluation, no Ray."""
+    trial = {
+        "variant": spec["name"],
+        "task": {"name": "copy", "delay": 4, "batch_size": 3, "eval_size": 6},
+        "cell": check_cell_spec(spec),
+        "optimizer": {"name": "rmsprop", "lr": 1e-3, "lr_orth": 1e-4, "clip_grad_norm": 1.0},
+        "training": {"steps": 3, "eval_every": 3},
+        "hidden_size": 8,
+        "seed": 0,
+    }
+    reports = []
+    run_trial(trial, lambda metrics, checkpoint: reports.append(metrics), device=torch.device("cpu"))
+    assert reports and reports[-1]["step"] == 3 and "val/loss" in reports[-1]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "nnrnn", "t_mask": "diagonal"}, "one of code|paper"),
+        ({"name": "rnn", "nonlinearity": "sigmoid"}, "one of tanh|relu|modrelu"),
+        ({"name": "exprnn", "recurrent_init": "xavier"}, "one of henaff|cayley|random_orth"),
+        ({"name": "indrnn", "architcture": "plain"}, "unknown option"),
+    ],
+)
+def test_bad_option_is_one_line(spec, message):
+    with pytest.raises(ConfigError) as error:
+        check_cell_spec(spec, "variants[0].cell")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "spec, hidden_size, message",
+    [
+        ({"name": "nnrnn"}, 7, "hidden_size must be even"),
+        ({"name": "eurnn", "style": "fft"}, 12, "power of two"),
+        ({"name": "indrnn", "last_layer_init": True}, 8, "needs timesteps"),
+    ],
+)
+def test_bad_construction_is_one_line(spec, hidden_size, message):
+    with pytest.raises(ConfigError) as error:
+        build_cell(check_cell_spec(spec), 3, hidden_size, "variants[0].cell")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert str(error.value).startswith("variants[0].cell: ")
