@@ -38,16 +38,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from raylab import runner
     from raylab.provenance import provenance
+    from raylab.results import completed_config_hashes
+
+    sweep_dir = runner.sweep_directory(sweep)
+    done = completed_config_hashes(sweep_dir)  # a re-run or a grown sweep skips what already finished
+    trials = [t for t in sweep.trials if t["config_hash"] not in done]
+    if len(trials) < len(sweep.trials):
+        print(f"raylab: {len(sweep.trials) - len(trials)} of {len(sweep.trials)} trials already finished in {sweep_dir}; skipping them")
+    if trials:
+        runner.start_ray(args.address, num_cpus=args.num_cpus)
+        runner.check_cluster_resources(sweep)
+        runner.check_storage_shared(sweep)
+        runtime = {"data_dir": data_dir, "provenance": provenance()}
+        runner.run_sweep(sweep, trials, runtime)
+    return finish(sweep_dir)
+
+
+def finish(sweep_dir: Path) -> int:
+    """Collect every run of the sweep into Parquet and print the table (exit 1 if a trial errored)."""
     from raylab.results import collect
 
-    runner.start_ray(args.address, num_cpus=args.num_cpus)
-    runner.check_cluster_resources(sweep)
-    runtime = {"data_dir": data_dir, "provenance": provenance()}
-    run_dir = runner.run_sweep(sweep, sweep.trials, runtime)
-    sweep_dir = run_dir.parent
     collect(sweep_dir)
     print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
     return print_table(sweep_dir, exit_on_errors=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raylab import runner
+    from raylab.results import MANIFEST, run_directories
+
+    path = Path(args.experiment)
+    runs = run_directories(path)  # a sweep directory (every run in it) or one run
+    pending = [run for run in runs if runner.needs_resume(run, args.errored)]
+    if not pending:
+        print(f"raylab: nothing to resume in {path}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
+    else:
+        runner.start_ray(args.address, num_cpus=args.num_cpus)
+        for run in pending:
+            runner.resume_run(run, args.errored)
+    return finish(path.parent if (path / MANIFEST).is_file() else path)
 
 
 def resolve_data_dir(option: str | None) -> str | None:
@@ -167,6 +196,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where data sets live (default: $RAYLAB_DATA or each task's default)")
     run.set_defaults(handler=cmd_run)
 
+    resume = commands.add_parser("resume", help="continue an interrupted sweep from its checkpoints")
+    resume.add_argument("experiment", help="a sweep directory (<storage>/<name>: every run in it) or one run-* folder")
+    resume.add_argument("--errored", choices=("resume", "restart", "skip"), default="resume",
+                        help="errored trials: resume from their last checkpoint (default), restart from scratch, or leave them")
+    resume.add_argument("--address", help="attach to a running Ray cluster")
+    resume.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    resume.set_defaults(handler=cmd_resume)
+
     validate = commands.add_parser("validate", help="check sweep files without running anything")
     validate.add_argument("files", nargs="+")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key")
@@ -229,7 +266,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from raylab.results import ResultsError
 
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    # `raylab run FILE --smoke key=value`: overrides may also come after the flags.
+    misplaced = [item for item in extra if "=" in item and not item.startswith("-")]
+    if misplaced and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *misplaced]
+        extra = [item for item in extra if item not in misplaced]
+    if extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except (ConfigError, UsageError, ResultsError) as error:

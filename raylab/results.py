@@ -151,7 +151,8 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
     except (FileNotFoundError, ValueError, RuntimeError):
         trials = []  # killed before Tune saved any experiment state
     for trial in trials:
-        trial_dir = Path(trial.local_path) if trial.local_path and Path(trial.local_path).is_dir() else None
+        # `path` is the trial's folder in storage (`local_path` is the node's staging copy, gone after a restore).
+        trial_dir = Path(trial.path) if trial.path and Path(trial.path).is_dir() else None
         status = TUNE_STATUS.get(trial.status, "unfinished")
         error = error_line(trial_dir) if status == "errored" else None
         rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
@@ -162,6 +163,16 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
             config = {"trial": trial, "runtime": manifest.get("runtime", {})}
             rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
     return rows
+
+
+def completed_config_hashes(sweep_dir: Path) -> set[str]:
+    """Hashes of trials that finished (or diverged) in any earlier run of a sweep."""
+    if not sweep_dir.is_dir():
+        return set()
+    done = set()
+    for run_dir in sorted(p for p in sweep_dir.glob("*/") if (p / MANIFEST).is_file()):
+        done.update(row["config_hash"] for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
+    return done
 
 
 def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

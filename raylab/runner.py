@@ -48,11 +48,11 @@ def check_cluster_resources(sweep: Sweep) -> None:
     available = ray.cluster_resources()
     if wanted.gpu > 0 and available.get("GPU", 0) < wanted.gpu:
         raise ConfigError(
-            f"{sweep.path}: resources.gpu: {wanted.gpu} GPU per trial requested, but the Ray cluster has "
+            f"{sweep.path}: resources.gpu: {wanted.gpu:g} GPU per trial requested, but the Ray cluster has "
             f"{available.get('GPU', 0):g} GPUs"
         )
     if available.get("CPU", 0) < wanted.cpu:
-        raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
+        raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu:g} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
 
 
 def sweep_directory(sweep: Sweep) -> Path:
@@ -68,8 +68,9 @@ def trial_display_name(trial: Any) -> str:
     return trial_name(trial.config["trial"])
 
 
-def make_trainable(sweep_resources: Any) -> Any:
-    return tune.with_resources(train, {"cpu": sweep_resources.cpu, "gpu": sweep_resources.gpu})
+def make_trainable(resources: dict[str, float]) -> Any:
+    """The one trainable, with the sweep's per-trial resources (a restore must pass the same)."""
+    return tune.with_resources(train, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
 
 
 def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
@@ -90,6 +91,7 @@ def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dic
     manifest = {
         "sweep_file": str(sweep.path),
         "sweep": sweep.raw,
+        "resources": {"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runtime": runtime,
         "trials": trials,
@@ -100,11 +102,15 @@ def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dic
 def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> Path:
     """Run `trials` as one Tune experiment under the sweep directory; return the run directory."""
     run_name = "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while (sweep_directory(sweep) / run_name).exists():  # never reuse a run folder (its tuner.pkl would be overwritten)
+        suffix += 1
+        run_name = f"{run_name.split('.')[0]}.{suffix}"
     run_dir = sweep_directory(sweep) / run_name
     write_manifest(run_dir, sweep, trials, runtime)
     tune_config, run_config = run_configs(sweep, run_name)
     tuner = tune.Tuner(
-        make_trainable(sweep.spec.resources),
+        make_trainable({"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}),
         param_space={"trial": tune.grid_search(trials), "runtime": runtime},
         tune_config=tune_config,
         run_config=run_config,
@@ -112,6 +118,65 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> Path:
     print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     tuner.fit()
     return run_dir
+
+
+def needs_resume(run_dir: Path, errored: str) -> bool:
+    """True when the run has unfinished trials, or errored ones that `errored` asks to run again."""
+    wanted = {"PENDING", "RUNNING", "PAUSED"} | ({"ERROR"} if errored != "skip" else set())
+    try:
+        return any(trial.status in wanted for trial in tune.ExperimentAnalysis(str(run_dir)).trials)
+    except (FileNotFoundError, ValueError, RuntimeError):
+        return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
+
+
+def resume_run(run_dir: Path, errored: str) -> None:
+    """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
+    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay."""
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
+    tuner = tune.Tuner.restore(
+        str(run_dir),
+        trainable=make_trainable(manifest["resources"]),
+        resume_unfinished=True,
+        resume_errored=errored == "resume",
+        restart_errored=errored == "restart",
+    )
+    tuner.fit()
+
+
+def check_storage_shared(sweep: Sweep) -> None:
+    """On a multi-node cluster, a local storage path must be visible from every node.
+
+    Each node looks for a marker file the driver just wrote; a node that cannot see it would write
+    its checkpoints where nobody else can read them, so this is an error before anything starts.
+    """
+    storage = sweep.spec.storage
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    if "://" in storage or len(alive) < 2:
+        return
+    directory = sweep_directory(sweep)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f".raylab-shared-{os.getpid()}-{time.time_ns()}"
+    marker.write_text("shared")
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @ray.remote(num_cpus=0)
+        def sees_marker(path: str) -> bool:
+            return os.path.isfile(path)
+
+        checks = [
+            sees_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(str(marker))
+            for node in alive
+        ]
+        blind = [node["NodeManagerAddress"] for node, seen in zip(alive, ray.get(checks, timeout=60)) if not seen]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(
+            f"{sweep.path}: storage: {storage} is not visible from node(s) {', '.join(blind)}; on a multi-node "
+            "cluster use s3://..., gs://... or a filesystem mounted on every node"
+        )
 
 
 class ProgressPrinter(tune.Callback):
@@ -144,8 +209,11 @@ class ProgressPrinter(tune.Callback):
         diverged = (trial.last_result or {}).get("diverged")
         self._print(f"{self._name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"{self._name(trial):<28} failed, retrying from its last checkpoint: {first_error_line(trial)}")
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"{self._name(trial):<28} failed: {first_error_line(trial)}")
+        self._print(f"{self._name(trial):<28} failed, no retries left: {first_error_line(trial)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()

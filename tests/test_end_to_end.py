@@ -62,3 +62,25 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
     assert main(["plot", str(sweep_dir), "--metric", "val/loss", "--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(sweep_dir), "--metric", "val/nope"]) == 2
+
+
+def test_running_a_grown_sweep_skips_what_already_finished(ray_2_cpus, tmp_path, capsys):
+    small = {**SWEEP, "variants": SWEEP["variants"][:1], "seeds": [0], "storage": str(tmp_path / "results")}
+    sweep_file = tmp_path / "grow.yaml"
+    sweep_file.write_text(yaml.safe_dump(small))
+    assert main(["run", str(sweep_file)]) == 0
+    sweep_dir = tmp_path / "results" / "e2e"
+    first = pd.read_parquet(sweep_dir / "trials.parquet")
+
+    assert main(["run", str(sweep_file), "seeds=[0,1]"]) == 0  # one more seed
+    out = capsys.readouterr().out
+    assert "1 of 2 trials already finished" in out
+    grown = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert sorted(grown["seed"]) == [0, 1] and set(grown["status"]) == {"finished"}
+    assert grown.set_index("seed").loc[0, "trial_id"] == first["trial_id"].iloc[0]  # seed 0 was not re-run
+    assert grown["run"].nunique() == 2
+
+    assert main(["run", str(sweep_file), "seeds=[0,1]"]) == 0  # nothing left to do: no Ray trial at all
+    assert "2 of 2 trials already finished" in capsys.readouterr().out
+    assert len(pd.read_parquet(sweep_dir / "trials.parquet")) == 2
+    assert len(list(sweep_dir.glob("run-*"))) == 2

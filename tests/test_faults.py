@@ -1,0 +1,180 @@
+"""Faults a cluster has, each reproduced on one machine with real Ray (ray.md §3).
+
+1. a worker node removed mid-sweep; 2. the driver killed with SIGKILL; 3. a trial that raises, retried
+then errored, then restarted by `raylab resume --errored restart`. (A diverging trial is covered in
+test_end_to_end.py; token authentication in test_submit.py.)
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+STEPS, EVAL_EVERY = 24, 2
+# About 0.2 s per step on one core: long enough for a fault to land mid-trial.
+SLOW_COPY = {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20}
+
+
+def write_sweep(tmp_path: Path, name: str, seeds: list[int], **changes) -> Path:
+    sweep = {
+        "name": name,
+        "task": SLOW_COPY,
+        "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
+        "hidden_sizes": [128],
+        "seeds": seeds,
+        "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
+        "max_failures": 3,
+        "storage": str(tmp_path / "results"),
+        **changes,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def raylab(*args: str, **kwargs) -> subprocess.Popen:
+    """`raylab ...` as a separate driver process, as a user would run it."""
+    return subprocess.Popen([sys.executable, "-m", "raylab.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def result_rows(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Trial folder name -> rows of its result.json, for every run of the sweep."""
+    rows = {}
+    for path in sweep_dir.glob("run-*/*/result.json"):
+        rows[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"driver exited ({process.returncode}) before {what}:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def assert_complete_curves(sweep_dir: Path, n_trials: int) -> pd.DataFrame:
+    """Every trial finished, with each (trial, step, metric) exactly once and no missing step."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == n_trials and set(trials["status"]) == {"finished"}, trials[["trial_id", "status", "error"]]
+    curves = pd.read_parquet(sweep_dir / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+    expected = list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+    for trial_id, steps in curves[curves["metric"] == "val/loss"].groupby("trial_id")["step"]:
+        assert sorted(steps) == expected, trial_id
+    assert set(curves["trial_id"]) == set(trials["trial_id"])
+    return trials
+
+
+def test_worker_node_removed_mid_sweep(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,  # trials run on worker nodes only
+            "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 5},
+        },
+    )
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        sweep_file = write_sweep(tmp_path, "node-loss", seeds=[0, 1, 2, 3])
+        sweep_dir = tmp_path / "results" / "node-loss"
+        driver = raylab("run", str(sweep_file), "--address", cluster.address)
+
+        def trials_mid_flight() -> bool:
+            return sum(len(rows) >= 2 for rows in result_rows(sweep_dir).values()) >= 2
+
+        wait_for(trials_mid_flight, 180, "two trials to checkpoint", driver)
+        cluster.remove_node(workers[0])  # kills the trial running there
+        cluster.add_node(num_cpus=1)
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output
+    finally:
+        cluster.shutdown()
+
+    assert_complete_curves(sweep_dir, 4)
+    # At least one trial was restored from its checkpoint, not restarted from step 0: its
+    # iterations count continues past the restore point.
+    restored = [rows for rows in result_rows(sweep_dir).values() if any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)]
+    assert restored, output
+
+
+def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
+    sweep_file = write_sweep(tmp_path, "driver-kill", seeds=[0, 1, 2])
+    sweep_dir = tmp_path / "results" / "driver-kill"
+    driver = raylab("run", str(sweep_file), "--num-cpus", "1")  # one trial at a time
+
+    def one_finished_one_started() -> bool:
+        lengths = sorted(len(rows) for rows in result_rows(sweep_dir).values())
+        return len(lengths) >= 2 and lengths[-1] == STEPS // EVAL_EVERY and lengths[0] >= 1
+
+    wait_for(one_finished_one_started, 240, "one finished and one running trial", driver)
+    time.sleep(1.0)  # let Tune record the finished trial
+    before = result_rows(sweep_dir)
+    finished_before = {name for name, rows in before.items() if len(rows) == STEPS // EVAL_EVERY}
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+
+    resume = raylab("resume", str(sweep_dir), "--num-cpus", "1")
+    output, _ = resume.communicate(timeout=300)
+    assert resume.returncode == 0, output
+
+    assert_complete_curves(sweep_dir, 3)
+    after = result_rows(sweep_dir)
+    for name in finished_before:
+        assert after[name] == before[name], f"{name} finished before the kill but ran again"
+
+
+def test_trial_that_raises_is_retried_then_errored_then_restarted(tmp_path, shared_data):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()  # empty: every attempt fails in setup, as on a node without the data
+    sweep_file = write_sweep(
+        tmp_path,
+        "raises",
+        seeds=[0],
+        task={"name": "mnist", "data_dir": str(data_dir), "download": False, "subset": 16, "batch_size": 4, "eval_batch_size": 8},
+        variants=[{"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"}],
+        hidden_sizes=[8],
+        training={"steps": 4, "eval_every": 2},
+        max_failures=1,
+    )
+    sweep_dir = tmp_path / "results" / "raises"
+    first = raylab("run", str(sweep_file), "--num-cpus", "1")
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 1, output  # the sweep ran, a trial errored
+
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert trials["status"].tolist() == ["errored"]
+    assert "MNIST" in trials["error"].iloc[0] and "missing" in trials["error"].iloc[0]
+    attempts = [line for line in output.splitlines() if "RNN-h8-s0" in line and "failed, " in line]
+    assert len(attempts) == 2 and "retrying" in attempts[0] and "no retries left" in attempts[1], output  # max_failures: 1
+
+    shutil.copytree(shared_data / "MNIST", data_dir / "MNIST")  # the data arrives
+    resume = raylab("resume", str(sweep_dir), "--errored", "restart", "--num-cpus", "1")
+    output, _ = resume.communicate(timeout=300)
+    assert resume.returncode == 0, output
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert trials["status"].tolist() == ["finished"] and trials["steps"].tolist() == [4]
+
+
+def test_asking_for_gpus_that_do_not_exist_is_an_error_before_anything_starts(tmp_path):
+    sweep_file = write_sweep(tmp_path, "no-gpu", seeds=[0], resources={"cpu": 1, "gpu": 1})
+    process = raylab("run", str(sweep_file), "--num-cpus", "1")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "resources.gpu: 1 GPU per trial requested, but the Ray cluster has 0 GPUs" in output
+    assert not (tmp_path / "results" / "no-gpu").exists()
