@@ -49,8 +49,9 @@ SHAPES = {
     "psmnist": Shape("psmnist", 100, 512, 784, 1),
     "ptb": Shape("ptb", 128, 1024, 150, 200),
 }
-CPU_STEPS = {"psmnist": 200}
-QUICK = {"copy": Shape("copy", 10, 128, 220, 10), "psmnist": Shape("psmnist", 100, 512, 50, 1, "T=50 (quick)")}
+CPU_STEPS: dict[str, int] = {}  # e.g. {"psmnist": 200} to shorten a shape on CPU; the note says so
+QUICK = {"copy": Shape("copy", 10, 128, 220, 10), "psmnist": Shape("psmnist", 100, 512, 30, 1, "T=30 (quick)")}
+QUICK_CELLS = ("rnn", "rnn_orth", "exprnn", "nnrnn", "indrnn")
 
 # (label, cell spec): the dense-recurrence cells and IndRNN have speed targets; the rest are context.
 CELL_SPECS = {
@@ -94,21 +95,27 @@ def iteration(model: nn.Module, forward: Callable, inputs: torch.Tensor, target:
     return step
 
 
-def timed(step: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median seconds of `step` after one warm-up call."""
+def timed_together(steps: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each step, timed in interleaved rounds after one warm-up each.
+
+    Interleaving makes a busy machine's slow moments hit every implementation alike, so the ratios
+    stay meaningful even when the absolute times wander.
+    """
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
         step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(label: str, spec: dict, shape: Shape, repeats: int, device: torch.device, with_loop: bool) -> dict:
@@ -117,14 +124,15 @@ def measure(label: str, spec: dict, shape: Shape, repeats: int, device: torch.de
     target = torch.randn(shape.batch, shape.steps, 4, device=device)
     spec_opt = OptimizerSpec(lr=1e-4, lr_orth=1e-5)
     cell = build_cell(spec, shape, device)
-    raylab_s = timed(iteration(cell, cell.forward, inputs, target, build_optimizer(cell, spec_opt)), repeats, device)
-    loop_s = None
-    if with_loop:
-        cell = build_cell(spec, shape, device)
-        loop_s = timed(iteration(cell, cell.forward_reference, inputs, target, build_optimizer(cell, spec_opt)), repeats, device)
+    steps = {"raylab": iteration(cell, cell.forward, inputs, target, build_optimizer(cell, spec_opt))}
     baseline = nn.RNN(shape.input_size, shape.hidden, nonlinearity="tanh", batch_first=True).to(device)
     baseline.hidden_size = shape.hidden
-    nn_rnn_s = timed(iteration(baseline, baseline, inputs, target, build_optimizer(baseline, spec_opt)), repeats, device)
+    steps["nn_rnn"] = iteration(baseline, baseline, inputs, target, build_optimizer(baseline, spec_opt))
+    if with_loop:
+        looped = build_cell(spec, shape, device)
+        steps["loop"] = iteration(looped, looped.forward_reference, inputs, target, build_optimizer(looped, spec_opt))
+    seconds = timed_together(steps, repeats, device)
+    raylab_s, nn_rnn_s, loop_s = seconds["raylab"], seconds["nn_rnn"], seconds.get("loop")
     record = {
         "cell": label,
         "spec": spec,
@@ -164,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed iterations per measurement (default 5, quick 3)")
     parser.add_argument("--no-loop", action="store_true", help="skip the plain-loop timings")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1, as a 1-CPU trial gets)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     if args.quick:
@@ -173,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         shapes = {k: (Shape(s.name, s.batch, s.hidden, CPU_STEPS[k], s.input_size, f"T={CPU_STEPS[k]} on CPU (seed: {s.steps})") if device.type == "cpu" and k in CPU_STEPS else s) for k, s in SHAPES.items()}
     if args.shapes:
         shapes = {k: shapes[k] for k in args.shapes.split(",")}
-    labels = args.cells.split(",") if args.cells else list(CELL_SPECS)
-    repeats = args.repeats or (2 if args.quick else 5)
+    labels = args.cells.split(",") if args.cells else list(QUICK_CELLS if args.quick else CELL_SPECS)
+    repeats = args.repeats or (3 if args.quick else 5)
     records = []
     for shape_name, shape in shapes.items():
         for label in labels:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from raylab.cells.functional import zeros_state
-from raylab.cells.orthogonal import OrthInit, init_log_parameter_, skew_from_upper, upper_mask
+from raylab.cells.orthogonal import OrthInit, init_log_parameter_, orthogonal_from_upper, upper_mask
 from raylab.cells.recurrence import Nonlinearity, dense_recurrence, dense_recurrence_reference
 from raylab.cells.rnn import InputInit, init_input_weight, new_modrelu_bias
 from raylab.optim import tag
@@ -17,9 +17,9 @@ class ExpRNN(nn.Module):
 
     Free parameters only: W_in (no bias), the N(N-1)/2 strictly-upper entries of A (`log_weight`,
     tagged `lr="lr_orth"` and no weight decay) and modReLU's bias. B is recomputed with
-    `torch.linalg.matrix_exp` once per forward pass inside autograd, which gives the exact gradient of
-    the original code's Frechet-derivative "orthogonal step" (§5.2) and keeps B orthogonal to float32
-    precision whatever the optimizer does. Default init: henaff, the supplement's copy-task choice
+    `torch.linalg.matrix_exp` once per forward pass inside autograd; its backward (spectral, see
+    `orthogonal.SkewExp`) is the exact gradient of the original code's Frechet-derivative "orthogonal
+    step" (§5.2), and B stays orthogonal to float32 precision whatever the optimizer does. Default init: henaff, the supplement's copy-task choice
     (cayley for psMNIST and PTB is one option away).
     """
 
@@ -42,7 +42,7 @@ class ExpRNN(nn.Module):
 
     def orthogonal(self) -> Tensor:
         """B = expm(skew(A)), the row-form recurrent matrix: the update is h_{t-1} B."""
-        return torch.linalg.matrix_exp(skew_from_upper(self.log_weight, self.upper))
+        return orthogonal_from_upper(self.log_weight, self.upper)
 
     def forward(self, inputs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = zeros_state(inputs, self.hidden_size) if state is None else state

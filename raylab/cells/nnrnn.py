@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from raylab.cells.functional import zeros_state
-from raylab.cells.orthogonal import OrthInit, init_log_parameter_, skew_from_upper, upper_mask
+from raylab.cells.orthogonal import OrthInit, init_log_parameter_, orthogonal_from_upper, upper_mask
 from raylab.cells.recurrence import Nonlinearity, dense_recurrence, dense_recurrence_reference
 from raylab.cells.rnn import InputInit, init_input_weight, new_modrelu_bias
 from raylab.optim import tag
@@ -85,7 +85,7 @@ class NNRNN(nn.Module):
 
     def schur_basis(self) -> Tensor:
         """P = expm(skew(log_P)), orthogonal."""
-        return torch.linalg.matrix_exp(skew_from_upper(self.log_p, self.upper))
+        return orthogonal_from_upper(self.log_p, self.upper)
 
     def schur_form(self) -> Tensor:
         """Lambda + T (row form), (N, N)."""

