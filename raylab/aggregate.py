@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError
+from raylab import storage
+from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")
 
 
-def load_trials(path: str | Path) -> pd.DataFrame:
-    file = Path(path) / TRIALS_FILE if Path(path).is_dir() else Path(path)
-    if not file.is_file():
-        raise ResultsError(f"{file}: no such file (run `raylab collect {path}` first)")
-    return pd.read_parquet(file)
+def load_trials(location: str | Path) -> pd.DataFrame:
+    """trials.parquet of an experiment (a local folder or a URI), or the file itself."""
+    return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
 
 
 def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
@@ -129,12 +128,8 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    directory = Path(path)
-    trials = load_trials(directory)
-    curves_file = directory / CURVES_FILE
-    if not curves_file.is_file():
-        raise ResultsError(f"{curves_file}: no such file (run `raylab collect {path}` first)")
-    curves = pd.read_parquet(curves_file)
+    trials = load_trials(path)
+    curves = read_table(storage.join(path, CURVES_FILE))
     available = sorted(curves["metric"].unique())
     if metric not in available:
         raise ResultsError(f"--metric: no curve of {metric!r} (available: {', '.join(available) or 'none'})")
@@ -150,7 +145,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
         axes.fill_between(stats["step"], stats["mean"] - sem, stats["mean"] + sem, color=line.get_color(), alpha=0.25)
     axes.set_xlabel("training step")
     axes.set_ylabel(metric)
-    axes.set_title(f"{directory.name}: {metric} (mean ± 1 s.e. over seeds)")
+    axes.set_title(f"{Path(str(path).rstrip('/')).name}: {metric} (mean ± 1 s.e. over seeds)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()

@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return finish(sweep_dir)
 
 
-def finish(sweep_dir: Path) -> int:
+def finish(sweep_dir: str) -> int:
     """Collect every run of the sweep into Parquet and print the table (exit 1 if a trial errored)."""
     from raylab.results import collect
 
@@ -64,19 +64,20 @@ def finish(sweep_dir: Path) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from raylab import runner
-    from raylab.results import MANIFEST, run_directories
+    from raylab import runner, storage
+    from raylab.results import MANIFEST, run_locations
 
-    path = Path(args.experiment)
-    runs = run_directories(path)  # a sweep directory (every run in it) or one run
+    location = storage.absolute(args.experiment)
+    runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
-        print(f"raylab: nothing to resume in {path}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
+        print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
         runner.start_ray(args.address, num_cpus=args.num_cpus)
         for run in pending:
             runner.resume_run(run, args.errored)
-    return finish(path.parent if (path / MANIFEST).is_file() else path)
+    is_one_run = storage.exists(storage.join(location, MANIFEST))
+    return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
 
 
 def resolve_data_dir(option: str | None) -> str | None:
@@ -91,7 +92,7 @@ def resolve_data_dir(option: str | None) -> str | None:
     return str(path)
 
 
-def print_table(path: Path, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
+def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
     from raylab.aggregate import DEFAULT_GROUP, default_metrics, load_trials, render, summarize
 
     trials = load_trials(path)
@@ -112,10 +113,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    path = Path(args.experiment)
-    if args.collect or (path.is_dir() and not (path / "trials.parquet").exists()):
-        from raylab.results import collect
+    from raylab import storage
+    from raylab.results import TRIALS_FILE, collect
 
+    path = args.experiment
+    if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
         collect(path)
     return print_table(path, split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
 
@@ -123,7 +125,11 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from raylab.aggregate import DEFAULT_GROUP, plot_curves
 
-    out = args.out or str(Path(args.experiment) / f"{args.metric.replace('/', '_')}.png")
+    from raylab import storage
+
+    name = f"{args.metric.replace('/', '_')}.png"
+    # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
+    out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
     written = plot_curves(args.experiment, args.metric, out, split_list(args.by) or list(DEFAULT_GROUP))
     print(f"wrote {written}")
     return 0

@@ -1,7 +1,7 @@
 """Experiment directories -> `trials.parquet` and `curves.parquet` (schema in README "Results").
 
-`collect(path)` reads every run of a sweep (`<storage>/<sweep>/run-*`) or one run directory and
-writes, into `path`:
+`collect(location)` reads every run of a sweep (`<storage>/<sweep>/run-*`) or one run directory, on
+local disk or at a URI (`s3://`, `gs://`; see storage.py), and writes, into it:
 
 - `trials.parquet`: one row per trial. When several runs hold the same resolved trial (same
   `config_hash`), the row kept is the most complete one (finished or diverged, then errored, then
@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raylab import storage
 from raylab.metrics import metric_mode
 
 TRIALS_FILE = "trials.parquet"
@@ -39,14 +42,30 @@ class ResultsError(ValueError):
     """No experiment where one was expected; the message names the path."""
 
 
-def run_directories(path: Path) -> list[Path]:
-    """The run directories under a sweep directory, or `[path]` if it is itself a run."""
-    if (path / MANIFEST).is_file():
-        return [path]
-    runs = sorted(p for p in path.glob("*/") if (p / MANIFEST).is_file())
+def run_locations(location: str | Path) -> list[str]:
+    """The runs of a sweep directory (local or URI), oldest first, or `[location]` if it is a run."""
+    if storage.exists(storage.join(location, MANIFEST)):
+        return [str(location)]
+    fs, root = storage.filesystem(location)
+    folders = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(PurePosixPath(f.path).name for f in folders if f.type == pafs.FileType.Directory)
+    runs = [storage.join(location, name) for name in names if storage.exists(storage.join(location, name, MANIFEST))]
     if not runs:
-        raise ResultsError(f"{path}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+        raise ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
     return runs
+
+
+def run_directories(path: Path) -> list[Path]:
+    """`run_locations` of a local folder."""
+    return [Path(run) for run in run_locations(path)]
+
+
+def read_table(location: str | Path) -> pd.DataFrame:
+    """A Parquet file from a local path or a URI, as a DataFrame."""
+    fs, path = storage.filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise ResultsError(f"{location}: no such file (run `raylab collect` on the experiment first)")
+    return pq.read_table(path, filesystem=fs).to_pandas()
 
 
 def read_results(trial_dir: Path | None) -> list[dict]:
@@ -151,8 +170,10 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
     except (FileNotFoundError, ValueError, RuntimeError):
         trials = []  # killed before Tune saved any experiment state
     for trial in trials:
-        # `path` is the trial's folder in storage (`local_path` is the node's staging copy, gone after a restore).
-        trial_dir = Path(trial.path) if trial.path and Path(trial.path).is_dir() else None
+        # The trial's folder in storage, found by name inside this run folder, which may be a local
+        # mirror of a bucket (`local_path` is a node's staging copy, gone after a restore).
+        trial_dir = run_dir / PurePosixPath(trial.path).name if trial.path else None
+        trial_dir = trial_dir if trial_dir is not None and trial_dir.is_dir() else None
         status = TUNE_STATUS.get(trial.status, "unfinished")
         error = error_line(trial_dir) if status == "errored" else None
         rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
@@ -165,13 +186,14 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
     return rows
 
 
-def completed_config_hashes(sweep_dir: Path) -> set[str]:
+def completed_config_hashes(sweep_location: str | Path) -> set[str]:
     """Hashes of trials that finished (or diverged) in any earlier run of a sweep."""
-    if not sweep_dir.is_dir():
+    if not storage.is_dir(sweep_location):
         return set()
     done = set()
-    for run_dir in sorted(p for p in sweep_dir.glob("*/") if (p / MANIFEST).is_file()):
-        done.update(row["config_hash"] for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
+    with storage.local_copy(sweep_location) as local:
+        for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
+            done.update(row["config_hash"] for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
     return done
 
 
@@ -230,19 +252,22 @@ def curves_table(points: dict[tuple[str, int, str], float]) -> pa.Table:
     )
 
 
-def collect(path: str | Path) -> tuple[Path, Path]:
-    """Write trials.parquet and curves.parquet for a sweep or run directory; return their paths."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ResultsError(f"{path}: no such experiment directory")
-    rows: list[tuple[dict, dict]] = []
-    for run_dir in run_directories(path):
-        rows.extend(collect_run(run_dir))
-    kept = keep_one_per_config(rows)
-    points: dict[tuple[str, int, str], float] = {}
-    for _, trial_points in kept:
-        points.update(trial_points)
-    trials_path, curves_path = path / TRIALS_FILE, path / CURVES_FILE
-    write_parquet_atomic(arrow_table([row for row, _ in kept]), trials_path)
-    write_parquet_atomic(curves_table(points), curves_path)
-    return trials_path, curves_path
+def collect(location: str | Path) -> tuple[str, str]:
+    """Write trials.parquet and curves.parquet into a sweep or run directory (local or URI)."""
+    if not storage.is_dir(location):
+        raise ResultsError(f"{location}: no such experiment directory")
+    with storage.local_copy(location) as local:
+        rows: list[tuple[dict, dict]] = []
+        for run_dir in run_directories(local):
+            rows.extend(collect_run(run_dir))
+        kept = keep_one_per_config(rows)
+        points: dict[tuple[str, int, str], float] = {}
+        for _, trial_points in kept:
+            points.update(trial_points)
+        outputs = []
+        for name, table in ((TRIALS_FILE, arrow_table([row for row, _ in kept])), (CURVES_FILE, curves_table(points))):
+            write_parquet_atomic(table, local / name)
+            if storage.is_uri(location):
+                storage.upload(local / name, storage.join(location, name))
+            outputs.append(storage.join(location, name))
+    return outputs[0], outputs[1]

@@ -23,6 +23,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from raylab import storage  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
 from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
@@ -55,9 +56,10 @@ def check_cluster_resources(sweep: Sweep) -> None:
         raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu:g} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
 
 
-def sweep_directory(sweep: Sweep) -> Path:
-    """`<storage>/<sweep name>`: every run of one sweep lives here, each in its own `run-*`."""
-    return Path(sweep.spec.storage).expanduser().resolve() / sweep.spec.name
+def sweep_directory(sweep: Sweep) -> str:
+    """`<storage>/<sweep name>` (a local path or a URI): every run of one sweep lives here, each in
+    its own `run-*`."""
+    return storage.join(storage.absolute(sweep.spec.storage), sweep.spec.name)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -77,7 +79,7 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
     tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=run_name,
-        storage_path=str(sweep_directory(sweep)),
+        storage_path=sweep_directory(sweep),
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter replaces Tune's tables
@@ -86,8 +88,7 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
     return tune_config, run_config
 
 
-def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def write_manifest(run_dir: str, sweep: Sweep, trials: list[dict], runtime: dict) -> None:
     manifest = {
         "sweep_file": str(sweep.path),
         "sweep": sweep.raw,
@@ -96,17 +97,17 @@ def write_manifest(run_dir: Path, sweep: Sweep, trials: list[dict], runtime: dic
         "runtime": runtime,
         "trials": trials,
     }
-    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    storage.write_text(storage.join(run_dir, MANIFEST), json.dumps(manifest, indent=1))
 
 
-def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> Path:
+def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
     """Run `trials` as one Tune experiment under the sweep directory; return the run directory."""
     run_name = "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     suffix = 1
-    while (sweep_directory(sweep) / run_name).exists():  # never reuse a run folder (its tuner.pkl would be overwritten)
+    while storage.exists(storage.join(sweep_directory(sweep), run_name)):  # never reuse a run folder (its tuner.pkl would be overwritten)
         suffix += 1
         run_name = f"{run_name.split('.')[0]}.{suffix}"
-    run_dir = sweep_directory(sweep) / run_name
+    run_dir = storage.join(sweep_directory(sweep), run_name)
     write_manifest(run_dir, sweep, trials, runtime)
     tune_config, run_config = run_configs(sweep, run_name)
     tuner = tune.Tuner(
@@ -120,22 +121,22 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> Path:
     return run_dir
 
 
-def needs_resume(run_dir: Path, errored: str) -> bool:
+def needs_resume(run_dir: str, errored: str) -> bool:
     """True when the run has unfinished trials, or errored ones that `errored` asks to run again."""
     wanted = {"PENDING", "RUNNING", "PAUSED"} | ({"ERROR"} if errored != "skip" else set())
     try:
-        return any(trial.status in wanted for trial in tune.ExperimentAnalysis(str(run_dir)).trials)
+        return any(trial.status in wanted for trial in tune.ExperimentAnalysis(run_dir).trials)
     except (FileNotFoundError, ValueError, RuntimeError):
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 
 
-def resume_run(run_dir: Path, errored: str) -> None:
+def resume_run(run_dir: str, errored: str) -> None:
     """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
     are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay."""
-    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest = json.loads(storage.read_text(storage.join(run_dir, MANIFEST)))
     print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
     tuner = tune.Tuner.restore(
-        str(run_dir),
+        run_dir,
         trainable=make_trainable(manifest["resources"]),
         resume_unfinished=True,
         resume_errored=errored == "resume",
@@ -154,7 +155,7 @@ def check_storage_shared(sweep: Sweep) -> None:
     alive = [node for node in ray.nodes() if node.get("Alive")]
     if "://" in storage or len(alive) < 2:
         return
-    directory = sweep_directory(sweep)
+    directory = Path(sweep_directory(sweep))
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / f".raylab-shared-{os.getpid()}-{time.time_ns()}"
     marker.write_text("shared")
