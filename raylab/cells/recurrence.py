@@ -25,39 +25,42 @@ Nonlinearity = Literal["tanh", "relu", "modrelu"]
 
 
 class ModReluRecurrence(torch.autograd.Function):
-    """h_t = modrelu(p_t + h_{t-1} @ weight, bias) for all t; returns every h_t, (T, B, N)."""
+    """h_t = modrelu(p_t + h_{t-1} @ weight, bias) for all t; returns every h_t, (T, B, N).
+
+    Only the outputs are kept for the backward pass: h_t != 0 exactly where modrelu's slope is 1
+    (|z| + b > 0 and z != 0), and there sign(z) = sign(h_t). Large fresh buffers are few on purpose:
+    first-touch page faults on (T, B, N) temporaries cost more than the arithmetic on them.
+    """
 
     @staticmethod
     def forward(ctx, projected: Tensor, h0: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        pre = torch.empty_like(projected)  # (T, B, N) pre-activations, kept for the backward pass
-        out = torch.empty_like(projected)
+        out = torch.empty_like(projected)  # (T, B, N)
         h = h0
         for t in range(projected.shape[0]):
-            z = torch.addmm(projected[t], h, weight, out=pre[t])
+            z = torch.addmm(projected[t], h, weight, out=out[t])
             magnitude = torch.abs(z).add_(bias).relu_()
-            h = torch.mul(magnitude, torch.sign(z), out=out[t])
-        ctx.save_for_backward(pre, out, h0, weight, bias)
+            h = z.sign_().mul_(magnitude)  # modrelu in place: out[t] = sign(z) relu(|z| + b)
+        ctx.save_for_backward(out, h0, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pre, out, h0, weight, bias = ctx.saved_tensors
+        out, h0, weight = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        sign = torch.sign(pre)
-        # d modrelu / dz = 1 where |z| + b > 0 and z != 0 (sign(0) = 0 kills the rest), all steps at once
-        slope = sign.abs().mul_((pre.abs() + bias) > 0)
-        grad_pre = torch.empty_like(pre)
         weight_t = weight.t()
-        steps = pre.shape[0]
-        torch.mul(grad_out[-1], slope[-1], out=grad_pre[-1])
-        for t in range(steps - 2, -1, -1):
-            torch.addmm(grad_out[t], grad_pre[t + 1], weight_t, out=grad_pre[t])
-            grad_pre[t].mul_(slope[t])
-        previous = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, N): h_{t-1}
-        n = pre.shape[-1]
-        grad_weight = previous.reshape(-1, n).t() @ grad_pre.reshape(-1, n)  # one product over T * B rows
-        grad_bias = (grad_pre * sign).sum((0, 1))
-        return grad_pre, grad_pre[0] @ weight_t, grad_weight, grad_bias
+        grad_pre = torch.empty_like(out)
+        grad_bias = torch.zeros_like(out[0])  # (B, N), summed over the batch at the end
+        for t in range(out.shape[0] - 1, -1, -1):
+            if t == out.shape[0] - 1:
+                grad_pre[t].copy_(grad_out[t])
+            else:
+                torch.addmm(grad_out[t], grad_pre[t + 1], weight_t, out=grad_pre[t])
+            grad_pre[t].mul_(out[t] != 0)
+            grad_bias.addcmul_(grad_pre[t], torch.sign(out[t]))
+        n = out.shape[-1]
+        # one product over all (T - 1) * B rows for the weight, plus the h0 row block
+        grad_weight = torch.addmm(h0.t() @ grad_pre[0], out[:-1].reshape(-1, n).t(), grad_pre[1:].reshape(-1, n))
+        return grad_pre, grad_pre[0] @ weight_t, grad_weight, grad_bias.sum(0)
 
 
 class IndRecurrence(torch.autograd.Function):
@@ -76,13 +79,16 @@ class IndRecurrence(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         out, h0, u = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        active = out > 0  # relu' is 0 at 0, as in the authors' CUDA kernel
         grad_pre = torch.empty_like(out)
-        torch.mul(grad_out[-1], active[-1], out=grad_pre[-1])
-        for t in range(out.shape[0] - 2, -1, -1):
-            torch.addcmul(grad_out[t], grad_pre[t + 1], u, out=grad_pre[t]).mul_(active[t])
-        previous = torch.cat([h0.unsqueeze(0), out[:-1]])
-        return grad_pre, grad_pre[0] * u, (grad_pre * previous).sum((0, 1))
+        grad_u = torch.zeros_like(out[0])  # (B, N), summed over the batch at the end
+        for t in range(out.shape[0] - 1, -1, -1):
+            if t == out.shape[0] - 1:
+                grad_pre[t].copy_(grad_out[t])
+            else:
+                torch.addcmul(grad_out[t], grad_pre[t + 1], u, out=grad_pre[t])
+            grad_pre[t].mul_(out[t] > 0)  # relu' is 0 at 0, as in the authors' CUDA kernel
+            grad_u.addcmul_(grad_pre[t], out[t - 1] if t > 0 else h0)
+        return grad_pre, grad_pre[0] * u, grad_u.sum(0)
 
 
 def dense_recurrence(
