@@ -60,8 +60,8 @@ def test_good_file_resolves_the_full_grid(tmp_path):
     [
         ("optimizer.lrr", 0.1, "optimizer: unknown key 'lrr' (valid keys: name, lr,"),
         ("bogus", 1, "unknown key 'bogus'"),
-        ("variants.0.cell.name", "gru9", "variants[0].cell.name: unknown name 'gru9' (valid names: rnn, lstm"),
-        ("task.name", "copyy", "task.name: unknown name 'copyy' (valid names: copy, adding"),
+        ("variants.0.cell.name", "gru9", "variants[0].cell.name: unknown name 'gru9' (valid names: rnn, rnn_orth, "),
+        ("task.name", "copyy", "task.name: unknown name 'copyy' (valid names: copy, adding, "),
         ("variants.0.cell.nonlinearity", "sigmoid", "variants[0].cell.nonlinearity: 'sigmoid' is not one of tanh|relu|modrelu"),
         ("variants.0.cell.hidden_size", 4, "variants[0].cell.hidden_size: unknown option for 'rnn'"),
         ("hidden_sizes", [8, 0], "hidden_sizes[1]: must be positive, got 0"),

@@ -46,6 +46,9 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
         assert column in trials.columns, column
     assert trials["version.torch"].notna().all()
 
+    for trial_dir in (sweep_dir).glob("run-*/*-h8-s*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 2  # bounded: only the newest checkpoints stay
+
     curves = pd.read_parquet(sweep_dir / "curves.parquet")
     assert not curves.duplicated(["trial_id", "step", "metric"]).any()
     val_steps = curves[(curves["metric"] == "val/loss") & curves["trial_id"].isin(finished["trial_id"])]

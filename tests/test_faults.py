@@ -178,3 +178,31 @@ def test_asking_for_gpus_that_do_not_exist_is_an_error_before_anything_starts(tm
     assert process.returncode == 2, output
     assert "resources.gpu: 1 GPU per trial requested, but the Ray cluster has 0 GPUs" in output
     assert not (tmp_path / "results" / "no-gpu").exists()
+
+
+def test_fractional_gpus_pack_four_trials_on_one_gpu(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    # One node with one logical GPU (no CUDA device: trials fall back to the CPU).
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1})
+    try:
+        sweep_file = write_sweep(
+            tmp_path,
+            "packed",
+            seeds=[0, 1, 2, 3],
+            task={"name": "copy", "delay": 100, "batch_size": 16, "eval_size": 20},
+            hidden_sizes=[64],
+            training={"steps": 30, "eval_every": 10},
+            resources={"cpu": 1, "gpu": 0.25},
+        )
+        driver = raylab("run", str(sweep_file), "--address", cluster.address)
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output
+    finally:
+        cluster.shutdown()
+    rows = result_rows(tmp_path / "results" / "packed")
+    assert len(rows) == 4
+    # All four trials were running at once on the one GPU: every trial started before any ended.
+    starts = [r[0]["timestamp"] - r[0]["time_total_s"] for r in rows.values()]
+    ends = [r[-1]["timestamp"] for r in rows.values()]
+    assert max(starts) < min(ends), (starts, ends)
