@@ -26,6 +26,12 @@ def load_trials(location: str | Path) -> pd.DataFrame:
     return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
 
 
+def default_group(trials: pd.DataFrame) -> list[str]:
+    """task, the task options that differ between trials (a sweep over `bptt`), variant, hidden_size."""
+    varying = [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
+    return [DEFAULT_GROUP[0], *varying, *DEFAULT_GROUP[1:]]
+
+
 def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
     """(mean, standard error with ddof=1, n) of the finite values; sem is NaN when n < 2."""
     finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)

@@ -93,10 +93,10 @@ def resolve_data_dir(option: str | None) -> str | None:
 
 
 def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
-    from raylab.aggregate import DEFAULT_GROUP, default_metrics, load_trials, render, summarize
+    from raylab.aggregate import default_group, default_metrics, load_trials, render, summarize
 
     trials = load_trials(path)
-    by = by or list(DEFAULT_GROUP)
+    by = by or default_group(trials)
     metrics = metrics or default_metrics(trials, stat)
     summary = summarize(trials, by, metrics, stat)
     print(render(summary, by, metrics, fmt, decimals))
@@ -116,10 +116,37 @@ def cmd_table(args: argparse.Namespace) -> int:
     from raylab import storage
     from raylab.results import TRIALS_FILE, collect
 
-    path = args.experiment
-    if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
-        collect(path)
-    return print_table(path, split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+    for path in args.experiment:
+        if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
+            collect(path)
+    if args.layout == "paper" or args.compare:
+        return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
+    if len(args.experiment) > 1:
+        raise UsageError("several experiments make one table only with --layout paper (or --compare)")
+    return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+
+
+def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
+    """Rows = models, columns = the published table's (or experiments x task options that vary)."""
+    import pandas as pd
+
+    from raylab.aggregate import default_metrics, load_trials, to_latex, to_markdown
+    from raylab.published import experiment_name, inferred_layout, load_published, paper_table
+
+    trials = pd.concat([load_trials(path).assign(experiment=experiment_name(path)) for path in paths], ignore_index=True)
+    if compare:
+        layouts = [load_published(compare)]
+    else:
+        layouts = [inferred_layout(trials, metric) for metric in metrics or default_metrics(trials, stat)]
+    for layout in layouts:
+        table = paper_table(trials, layout, stat, decimals, compare=bool(compare))
+        if fmt == "csv":
+            print(table.to_csv(index=False).rstrip("\n"))
+        else:
+            source = f" ({layout.source})" if layout.source else ""
+            print(f"{layout.title}{source}, {stat} {layout.metric}\n")
+            print(to_latex(table) if fmt == "latex" else to_markdown(table))
+    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -221,13 +248,15 @@ def parser() -> argparse.ArgumentParser:
     collect.set_defaults(handler=cmd_collect)
 
     table = commands.add_parser("table", help="mean ± standard error over seeds")
-    table.add_argument("experiment")
-    table.add_argument("--by", action="append", help="group columns (default: task,variant,hidden_size)")
+    table.add_argument("experiment", nargs="+", help="sweep or run folders (several only with --layout paper)")
+    table.add_argument("--by", action="append", help="group columns (default: task, task options that vary, variant, hidden_size)")
     table.add_argument("--metric", action="append", help="metrics, e.g. val/loss (default: all val/ and test/)")
     table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
     table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial")
     table.add_argument("--decimals", type=int, help="fixed decimals (default: from the standard error)")
     table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first")
+    table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T)")
+    table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/)")
     table.set_defaults(handler=cmd_table)
 
     plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")

@@ -34,6 +34,7 @@ from raylab.registry import build, check_options
 from raylab.tasks import TASKS
 
 SMOKE_STEPS = 4  # --smoke: a few optimizer steps, evaluated twice
+SMOKE_HIDDEN = 16  # --smoke: hidden units of every model (even, a power of two: valid for every cell)
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,18 @@ def config_hash(trial: dict) -> str:
 
 
 def smoke_data(data: dict) -> dict:
-    """The sweep shrunk to one seed and a few steps, for CI and for trying a file out."""
+    """The sweep shrunk for CI and for trying a file out: one seed, a few steps, small data, small models.
+
+    Each task shrinks its data with its `smoke_options`; every model gets SMOKE_HIDDEN units (a budget
+    is dropped), so that 1024-unit PTB models smoke-run in seconds. The real sizes are resolved and
+    built whenever the file is loaded without --smoke (`raylab validate FILE`).
+    """
     data = copy.deepcopy(data)
     data["seeds"] = list(data.get("seeds") or [0])[:1]
     data["training"] = {"steps": SMOKE_STEPS, "eval_every": SMOKE_STEPS // 2}
+    if data.get("hidden_sizes") is not None or data.get("budget") is not None:
+        data["hidden_sizes"] = [SMOKE_HIDDEN]
+        data.pop("budget", None)
     if "task" in data:
         data["task"] = smoke_task(data["task"])
     return data
@@ -67,7 +76,8 @@ def smoke_data(data: dict) -> dict:
 def smoke_task(spec: Any) -> Any:
     """A task spec (or list of them) with its task's `smoke_options` applied: smaller data sets."""
     if isinstance(spec, list):
-        return [smoke_task(item) for item in spec]
+        shrunk = [smoke_task(item) for item in spec]
+        return [item for i, item in enumerate(shrunk) if item not in shrunk[:i]]  # e.g. two bptt made equal
     if isinstance(spec, dict) and spec.get("name") in TASKS:
         return {**spec, **getattr(TASKS[spec["name"]], "smoke_options", {})}
     return spec  # a bad spec fails validation later, with the usual message

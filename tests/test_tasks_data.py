@@ -86,6 +86,14 @@ def test_mnist_batches_ignore_the_trial_seed_unless_shuffled(mnist, shared_data)
     assert not torch.equal(shuffled.train_batch(1, 5).targets, shuffled.train_batch(5, 5).targets)  # a new epoch, a new order
 
 
+def test_mnist_rows_of_pixels_make_shorter_sequences(shared_data):
+    rows = MNISTTask(permute=False, pixels_per_step=28, subset=4)
+    rows.setup(CPU, str(shared_data))
+    assert rows.input_size == 28 and rows.train_batch(0, 0).inputs.shape == (4, 28, 28)
+    with pytest.raises(ValueError, match="pixels_per_step must divide 784"):
+        MNISTTask(pixels_per_step=5)
+
+
 def test_mnist_centered_pixels_follow_the_indrnn_code(shared_data):
     task = MNISTTask(pixels="centered", subset=10)
     task.setup(CPU, str(shared_data))

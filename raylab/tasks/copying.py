@@ -48,7 +48,7 @@ class CopyTask:
     primary_metric = "val/loss"
     eval_splits = ("val",)
     final_splits: tuple[str, ...] = ()
-    smoke_options: ClassVar[dict] = {"eval_size": 10}  # --smoke: a small validation set
+    smoke_options: ClassVar[dict] = {"delay": 10, "eval_size": 10}  # --smoke: short sequences, a small validation set
 
     def __init__(
         self,

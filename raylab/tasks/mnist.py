@@ -67,14 +67,13 @@ class MNISTTask:
     the best-validation model evaluated on the 10k test set.
     """
 
-    input_size = 1
     output_size = 10
     readout_mode: Literal["all", "last"] = "last"
     primary_metric = "val/acc"
     eval_splits = ("val",)
     final_splits = ("test",)
-    # --smoke: a few small batches, a few evaluation images (the full files are still checksummed)
-    smoke_options: ClassVar[dict] = {"subset": 16, "batch_size": 4, "eval_batch_size": 8}
+    # --smoke: a few small batches of rows of 28 pixels (28 steps), a few evaluation images
+    smoke_options: ClassVar[dict] = {"subset": 16, "batch_size": 4, "eval_batch_size": 8, "pixels_per_step": 28}
 
     def __init__(
         self,
@@ -85,6 +84,7 @@ class MNISTTask:
         pixels: Literal["unit", "centered"] = "unit",  # unit: x/255 (nnRNN); centered: (x/256 - 0.5) * 2 (IndRNN)
         val_size: int = 10_000,  # IndRNN's PyTorch code holds out 3000 (a 95/5 split)
         permutation_seed: int = 1234,
+        pixels_per_step: int = 1,  # 1: 784 steps (both papers); 28: row by row, 28 steps (smoke runs)
         readout_init: Literal["default", "kaiming"] = "default",  # nn.Linear's (nnRNN) or kaiming normal, bias 0 (IndRNN)
         subset: int | None = None,  # only the first `subset` images of each split (smoke runs)
         download: bool = True,  # fetch with torchvision when the files are missing from the data root
@@ -93,11 +93,14 @@ class MNISTTask:
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("subset", subset)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if pixels_per_step < 1 or N_PIXELS % pixels_per_step:
+            raise ValueError(f"pixels_per_step must divide {N_PIXELS}, got {pixels_per_step}")
         if not 0 < val_size < N_TRAIN:
             raise ValueError(f"val_size must be in (0, {N_TRAIN}), got {val_size}")
         self.permute, self.batch_size, self.eval_batch_size, self.shuffle = permute, batch_size, eval_batch_size, shuffle
         self.pixels, self.val_size, self.permutation_seed, self.readout_init = pixels, val_size, permutation_seed, readout_init
         self.subset, self.download, self.data_dir = subset, download, data_dir
+        self.input_size = pixels_per_step
         self.n_train = min(N_TRAIN - val_size, subset or N_TRAIN)
         self.steps_per_epoch = math.ceil(self.n_train / batch_size)
         self.device = torch.device("cpu")
@@ -122,12 +125,12 @@ class MNISTTask:
             self._labels[split] = torch.from_numpy(labels[indices].astype(np.int64)).to(device)
 
     def features(self, images: Tensor) -> Tensor:
-        """uint8 (B, 784) -> float (B, 784, 1)."""
+        """uint8 (B, 784) -> float (B, 784 / pixels_per_step, pixels_per_step)."""
         if self.pixels == "unit":
             values = images.float() / 255.0
         else:
             values = (images.float() / 256.0 - 0.5) * 2.0
-        return values.unsqueeze(-1)
+        return values.view(len(values), -1, self.input_size)
 
     def encoder(self) -> nn.Module:
         return nn.Identity()

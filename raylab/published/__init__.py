@@ -1,0 +1,143 @@
+"""The seeds' published tables, and ours laid out like them: `raylab table --layout paper --compare`.
+
+A published table is a YAML file in this folder (or anywhere, given by path):
+
+    title: ...                      # what the table is
+    source: ...                     # where the numbers come from
+    metric: test/bpc                # our metric that the numbers are compared with
+    scale: 1.0                      # ours are shown as value * scale + offset (100 for %, -100/100
+    offset: 0.0                     #   for "error %" from an accuracy); standard errors * |scale|
+    columns:                        # one column per (budget x T ...), selected by trial columns
+      - {label: "~1.32M, T=150", where: {experiment: nnrnn-ptb-150-params}}
+    rows:                           # models; `where` defaults to {variant: <label>}
+      - {label: nnRNN, values: [[1.40, 0.003], ...]}   # [mean, standard error] or [mean] or null
+      - {label: "IndRNN (6 layers, 50 steps)", where: {variant: IndRNN (6 layers), config.task.bptt: 50}, values: [[1.26]]}
+
+A cell holds the finished trials that match both the row's and the column's `where` (keys are
+trials.parquet columns, plus `experiment`, the sweep's folder name). Beside our mean ± standard
+error (n) it prints the published value and the difference in standard errors,
+
+    z = (ours - published) / sqrt(se_ours^2 + se_published^2),
+
+with se_published = 0 where the paper gives none; `n/a` where either side has no standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from raylab.aggregate import format_value, mean_sem
+from raylab.results import ResultsError
+
+FOLDER = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    where: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    where: dict
+    values: list  # per column: (mean, se or None) or None
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    title: str
+    metric: str
+    columns: list[Column]
+    rows: list[Row]
+    source: str = ""
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+def shipped_tables() -> list[str]:
+    return sorted(path.stem for path in FOLDER.glob("*.yaml"))
+
+
+def load_published(name_or_path: str | Path) -> PublishedTable:
+    """A published table from a path, or by name from the shipped ones (`nnrnn-ptb-bpc`)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = FOLDER / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ResultsError(f"--compare: {name_or_path}: no such file or shipped table (shipped: {', '.join(shipped_tables())})")
+    data = yaml.safe_load(path.read_text())
+    columns = [Column(c["label"], dict(c.get("where") or {})) for c in data["columns"]]
+    rows = []
+    for row in data["rows"]:
+        values = row.get("values") or [None] * len(columns)
+        if len(values) != len(columns):
+            raise ResultsError(f"{path}: row {row['label']!r} has {len(values)} values for {len(columns)} columns")
+        parsed = [None if v is None else (float(v[0]), float(v[1]) if len(v) > 1 and v[1] is not None else None) for v in values]
+        rows.append(Row(row["label"], dict(row.get("where") or {"variant": row["label"]}), parsed))
+    return PublishedTable(data["title"], data["metric"], columns, rows, data.get("source", ""), float(data.get("scale", 1.0)), float(data.get("offset", 0.0)))
+
+
+def se_difference(ours_mean: float, ours_sem: float, paper_mean: float, paper_sem: float | None) -> float:
+    """(ours - paper) / sqrt(ours_sem^2 + paper_sem^2); NaN when no standard error is known."""
+    se = math.hypot(ours_sem, paper_sem or 0.0)
+    if not (math.isfinite(se) and se > 0 and math.isfinite(ours_mean)):
+        return math.nan
+    return (ours_mean - paper_mean) / se
+
+
+def matching(trials: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """Finished trials whose columns equal every `where` value (none if a column is absent)."""
+    mask = trials["status"] == "finished"
+    for key, value in where.items():
+        if key not in trials.columns:
+            return trials.iloc[0:0]
+        mask &= trials[key] == value
+    return trials[mask]
+
+
+def inferred_layout(trials: pd.DataFrame, metric: str) -> PublishedTable:
+    """Rows = variants, columns = experiments x task options that vary (e.g. `config.task.bptt`)."""
+    keys = [k for k in trials.columns if (k == "experiment" or k.startswith("config.task.")) and trials[k].nunique(dropna=False) > 1]
+    combos = trials[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
+    columns = [Column(", ".join(f"{k.removeprefix('config.task.')}={v}" for k, v in combo.items()) or metric, combo) for combo in combos]
+    rows = [Row(variant, {"variant": variant}, [None] * len(columns)) for variant in dict.fromkeys(trials["variant"])]
+    return PublishedTable(metric, metric, columns, rows)
+
+
+def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "final", decimals: int | None = None, compare: bool = True) -> pd.DataFrame:
+    """Rows = the table's models (then any other variant of ours), columns = its columns.
+
+    With `compare`, each column is followed by the published value and the difference in standard
+    errors.
+    """
+    column = f"{stat}/{published.metric}"
+    if column not in trials.columns:
+        raise ResultsError(f"no {stat} values of {published.metric!r} in these results")
+    listed = {row.where.get("variant") for row in published.rows}
+    extra = [Row(v, {"variant": v}, [None] * len(published.columns)) for v in dict.fromkeys(trials["variant"]) if v not in listed]
+    lines = []
+    for row in [*published.rows, *extra]:
+        line = {"model": row.label}
+        for col, paper in zip(published.columns, row.values):
+            values = matching(trials, {**row.where, **col.where})[column] * published.scale + published.offset
+            mean, sem, n = mean_sem(values.tolist())  # already scaled: sem is in the table's units
+            line[col.label] = format_value(mean, sem, n, decimals)
+            if compare:
+                line[f"{col.label} (paper)"] = "—" if paper is None else f"{paper[0]:g}" + ("" if paper[1] is None else f" ± {paper[1]:g}")
+                z = math.nan if paper is None or n == 0 else se_difference(mean, sem, *paper)
+                line[f"{col.label} Δ/SE"] = "n/a" if math.isnan(z) else f"{z:+.1f}"
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def experiment_name(location: str | Path) -> str:
+    """The sweep's folder name of an experiment path (`results/nnrnn-ptb-150-params[/run-*]`)."""
+    path = Path(str(location).rstrip("/"))
+    return path.parent.name if path.name.startswith("run-") else path.name

@@ -1,0 +1,106 @@
+"""Tables laid out like the seeds' (rows = models, columns = budget x T) with the published numbers."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raylab.cli import main
+from raylab.published import experiment_name, inferred_layout, load_published, paper_table, se_difference, shipped_tables
+from raylab.sweep import load_sweep
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def trials(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"status": "finished", **row} for row in rows])
+
+
+def test_se_difference_by_hand():
+    # ours 1.41, 1.43, 1.45: mean 1.43, sd 0.02, se 0.02 / sqrt 3 = 0.011547; paper 1.40 ± 0.003
+    assert se_difference(1.43, 0.02 / math.sqrt(3), 1.40, 0.003) == pytest.approx(0.03 / math.sqrt(0.02**2 / 3 + 0.003**2))
+    assert se_difference(1.43, 0.02 / math.sqrt(3), 1.40, 0.003) == pytest.approx(2.5146, abs=1e-4)
+    assert se_difference(1.5, 0.5, 1.0, None) == 1.0  # no published error: ours alone
+    assert math.isnan(se_difference(1.5, math.nan, 1.0, None))  # one seed: no standard error at all
+
+
+NNRNN = trials(
+    [{"experiment": "nnrnn-ptb-150-params", "variant": "nnRNN", "config.task.bptt": 150, "final/test/bpc": v, "final/test/acc": a} for v, a in ((1.41, 0.70), (1.43, 0.70), (1.45, 0.70))]
+    + [{"experiment": "nnrnn-ptb-300-n1024", "variant": "RNN", "config.task.bptt": 300, "final/test/bpc": 2.9, "final/test/acc": 0.4}]
+    + [{"experiment": "nnrnn-ptb-300-n1024", "variant": "LSTM", "config.task.bptt": 300, "final/test/bpc": 1.5, "final/test/acc": 0.6}]
+    + [{"experiment": "nnrnn-ptb-150-params", "variant": "nnRNN", "config.task.bptt": 150, "final/test/bpc": 9.9, "final/test/acc": 0.1, "status": "diverged"}]
+)
+
+
+def test_paper_layout_puts_models_in_rows_and_budget_x_t_in_columns():
+    table = paper_table(NNRNN, load_published("nnrnn-ptb-bpc")).set_index("model")
+    assert list(table.index) == ["RNN", "RNN-orth", "EURNN", "expRNN", "nnRNN", "LSTM"]  # published rows, then ours
+    assert table.loc["nnRNN", "~1.32M params, T=150"] == "1.43 ± 0.01 (n=3)"  # the diverged seed is left out; decimals from the se
+    assert table.loc["nnRNN", "~1.32M params, T=150 (paper)"] == "1.4 ± 0.003"
+    assert table.loc["nnRNN", "~1.32M params, T=150 Δ/SE"] == "+2.5"
+    assert table.loc["nnRNN", "N=1024, T=150"] == "—" and table.loc["nnRNN", "N=1024, T=150 Δ/SE"] == "n/a"
+    assert table.loc["RNN", "N=1024, T=300"] == "2.900 (n=1)" and table.loc["RNN", "N=1024, T=300 Δ/SE"] == "n/a"
+    assert table.loc["LSTM", "N=1024, T=300 (paper)"] == "—"
+
+
+def test_accuracy_is_compared_in_percent():
+    table = paper_table(NNRNN, load_published("nnrnn-ptb-acc")).set_index("model")
+    assert table.loc["nnRNN", "~1.32M params, T=150"].startswith("70.000")
+    assert table.loc["nnRNN", "~1.32M params, T=150 Δ/SE"] == "+110.0"  # (70 - 69.89) / 0.001, our se is 0
+    assert table.loc["expRNN", "N=1024, T=150 (paper)"] == "—"  # empty in the README
+
+
+def test_error_percent_from_accuracy_and_task_columns():
+    mnist = trials([{"experiment": "indrnn-mnist", "variant": "IndRNN (6 layers)", "config.task.permute": p, "final/test/acc": a} for p, a in ((False, 0.99), (False, 0.98), (True, 0.96))])
+    table = paper_table(mnist, load_published("indrnn-mnist")).set_index("model")
+    assert table.loc["IndRNN (6 layers)", "sMNIST"] == "1.5 ± 0.5 (n=2)"  # 100 - 100 acc
+    assert table.loc["IndRNN (6 layers)", "sMNIST Δ/SE"] == "+1.0"  # (1.5 - 1.0) / 0.5, no published se
+    assert table.loc["IndRNN (6 layers)", "psMNIST"].startswith("4.0")
+    assert table.loc["LSTM", "psMNIST (paper)"] == "12"
+
+
+def test_inferred_layout_without_published_numbers():
+    layout = inferred_layout(NNRNN, "test/bpc")
+    assert [c.label for c in layout.columns] == ["experiment=nnrnn-ptb-150-params, bptt=150", "experiment=nnrnn-ptb-300-n1024, bptt=300"]
+    table = paper_table(NNRNN, layout, compare=False).set_index("model")
+    assert list(table.columns) == [c.label for c in layout.columns]
+    assert table.loc["LSTM", "experiment=nnrnn-ptb-300-n1024, bptt=300"] == "1.500 (n=1)"
+
+
+def test_experiment_names_come_from_the_sweep_folder():
+    assert experiment_name("results/nnrnn-ptb-150-params/") == "nnrnn-ptb-150-params"
+    assert experiment_name("results/nnrnn-ptb-150-params/run-20261125-1200") == "nnrnn-ptb-150-params"
+
+
+def test_table_command_compares_several_experiments(tmp_path, capsys):
+    paths = []
+    for name, group in NNRNN.groupby("experiment"):
+        (tmp_path / name).mkdir()
+        group.drop(columns="experiment").to_parquet(tmp_path / name / "trials.parquet")
+        paths.append(str(tmp_path / name))
+    assert main(["table", *paths, "--compare", "nnrnn-ptb-bpc"]) == 0
+    out = capsys.readouterr().out
+    assert "test BPC" in out and "| nnRNN | 1.43 ± 0.01 (n=3) | 1.4 ± 0.003 | +2.5 |" in out
+    assert main(["table", *paths, "--layout", "paper", "--metric", "test/acc", "--format", "csv"]) == 0
+    assert "model," in capsys.readouterr().out
+    assert main(["table", *paths]) == 2  # several experiments need the paper layout
+    assert main(["table", paths[0], "--compare", "no-such-table"]) == 2
+    assert "shipped: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", shipped_tables())
+def test_shipped_tables_match_the_job_files(name):
+    """Every experiment a table selects is a job, and its rows select variants of those jobs.
+
+    Variants the table lacks (the supplement's LSTM in the nnRNN PTB jobs) become extra rows.
+    """
+    table = load_published(name)
+    experiments = {c.where.get("experiment") for c in table.columns} - {None}
+    jobs = {p.stem: p for p in JOBS.glob("*.yaml")}
+    assert experiments <= set(jobs), f"{name}: no job for {experiments - set(jobs)}"
+    if not experiments:  # tables of one job name it in their opening comment
+        experiments = {stem for stem in jobs if f"jobs/{stem}.yaml" in (Path(__file__).resolve().parents[1] / "raylab" / "published" / f"{name}.yaml").read_text()}
+    variants = {t["variant"] for stem in experiments for t in load_sweep(jobs[stem], smoke=True).trials}
+    selected = {row.where.get("variant") for row in table.rows}
+    assert experiments and variants & selected, f"{name}: no row selects a variant of {sorted(experiments)}"
