@@ -136,6 +136,8 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         "variant": trial["variant"],
         "task": trial["task"]["name"],
         "cell": trial["cell"]["name"],
+        "task_label": trial.get("task_label", ""),  # the task options that differ within the sweep, e.g. bptt=300
+        "budget": trial.get("budget"),  # the parameter budget the hidden size was solved for, if any
         "hidden_size": trial["hidden_size"],
         "seed": trial["seed"],
         "n_params": trial["n_params"],
