@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="sweep file, e.g. jobs/smoke.yaml")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key, e.g. training.steps=50")
     run.add_argument("--address", help="attach to a running Ray cluster (e.g. auto, or ray://HEAD:10001)")
-    run.add_argument("--smoke", action="store_true", help="one seed and a few steps, to try a file out")
+    run.add_argument("--smoke", action="store_true", help="one seed, a few steps, small data and 16-unit models, to try a file out")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     run.add_argument("--data-dir", help="where data sets live (default: $RAYLAB_DATA or each task's default)")
     run.set_defaults(handler=cmd_run)
