@@ -79,6 +79,14 @@ class VariantSpec:
     cell: dict  # {name: <cell>, <option>: <value>, ...}
     label: str | None = None  # row name in tables, e.g. "RNN-orth"; default: the cell name
     optimizer: dict = field(default_factory=dict)  # overrides of the sweep's optimizer
+    hidden_sizes: list[int] | None = None  # this variant's own sizes, instead of the sweep's sizes or budget
+    # (the nnRNN paper did not parameter-match EURNN: its "same params" rows just double N)
+
+    def check(self, where: str) -> None:
+        for i, size in enumerate(self.hidden_sizes or []):
+            check_positive(size, f"{where}.hidden_sizes[{i}]")
+        if self.hidden_sizes is not None and not self.hidden_sizes:
+            raise ConfigError(f"{where}.hidden_sizes: must list at least one size")
 
 
 @dataclass(frozen=True)

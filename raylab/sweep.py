@@ -22,6 +22,7 @@ from raylab.budget import model_counter, solve_hidden_size
 from raylab.config import (
     ConfigError,
     SweepSpec,
+    VariantSpec,
     apply_override,
     dump,
     merged_optimizer,
@@ -68,6 +69,9 @@ def smoke_data(data: dict) -> dict:
     if data.get("hidden_sizes") is not None or data.get("budget") is not None:
         data["hidden_sizes"] = [SMOKE_HIDDEN]
         data.pop("budget", None)
+    for variant in data.get("variants") or []:
+        if isinstance(variant, dict) and variant.get("hidden_sizes") is not None:
+            variant["hidden_sizes"] = [SMOKE_HIDDEN]
     if "task" in data:
         data["task"] = smoke_task(data["task"])
     return data
@@ -127,7 +131,7 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         where = f"variants[{index}].cell"
         cell_spec = check_cell_spec(variant.cell, where)
         optimizer = merged_optimizer(spec, index)
-        for hidden_size, budget in sized_grid(spec, task, cell_spec, where):
+        for hidden_size, budget in sized_grid(spec, variant, task, cell_spec, where):
             with torch.device("cpu"):
                 model = build_model(task, cell_spec, hidden_size, where)
             n_params = count_parameters(model)
@@ -150,8 +154,10 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
     return trials
 
 
-def sized_grid(spec: SweepSpec, task: Any, cell_spec: dict, where: str) -> list[tuple[int, int | None]]:
-    """(hidden size, budget) pairs of one variant: the sweep's sizes, or one solved size per budget."""
+def sized_grid(spec: SweepSpec, variant: VariantSpec, task: Any, cell_spec: dict, where: str) -> list[tuple[int, int | None]]:
+    """(hidden size, budget) pairs of one variant: its own sizes, the sweep's, or one per budget."""
+    if variant.hidden_sizes is not None:
+        return [(size, None) for size in variant.hidden_sizes]
     if spec.budget is None:
         return [(size, None) for size in spec.hidden_sizes]
     count = model_counter(task, cell_spec, where)

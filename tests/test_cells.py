@@ -156,3 +156,11 @@ def test_bad_construction_is_one_line(spec, hidden_size, message):
         build_cell(check_cell_spec(spec), 3, hidden_size, "variants[0].cell")
     assert message in str(error.value) and "\n" not in str(error.value)
     assert str(error.value).startswith("variants[0].cell: ")
+
+
+def test_eurnn_complex_modrelu_has_finite_gradients_at_zero_input():
+    # psMNIST starts with black pixels and EURNN's input has no bias: z = 0 exactly at step 1.
+    cell = CELLS["eurnn"](input_size=1, hidden_size=8, mode="complex")
+    outputs, _ = cell(torch.zeros(2, 5, 1))
+    outputs.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in cell.parameters() if p.grad is not None)

@@ -146,3 +146,14 @@ def test_smoke_mode_keeps_one_seed_and_a_few_steps(tmp_path):
 def test_shipped_smoke_job_validates():
     sweep = load_sweep(Path(__file__).resolve().parents[1] / "jobs" / "smoke.yaml")
     assert len({t["variant"] for t in sweep.trials}) >= 2 and len({t["seed"] for t in sweep.trials}) >= 2
+
+
+def test_a_variant_can_have_its_own_hidden_sizes(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["variants"][1]["hidden_sizes"] = [64]
+    sweep = load_sweep(write(tmp_path, data))
+    sizes = {(t["variant"], t["hidden_size"]) for t in sweep.trials}
+    assert sizes == {("rnn", 8), ("rnn", 16), ("lstm", 64)}
+    data["variants"][1]["hidden_sizes"] = [0]
+    with pytest.raises(ConfigError, match=r"variants\[1\].hidden_sizes\[0\]: must be positive"):
+        load_sweep(write(tmp_path, data))

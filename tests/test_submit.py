@@ -237,15 +237,22 @@ def test_token_head_refuses_requests_without_a_valid_token(token_head):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_submit_without_or_with_a_wrong_token_is_refused_in_one_line(token_head, no_token, capsys):
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`raylab ...` in a fresh process: after an in-process `ray.init` (other test modules), Ray's
+    client caches that cluster's token and would send it, which a user's shell never does."""
+    return subprocess.run([sys.executable, "-m", "raylab.cli", *args], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+
+
+def test_submit_without_or_with_a_wrong_token_is_refused_in_one_line(token_head, no_token):
     address, _, scratch = token_head
-    assert main(["submit", SMOKE, f"storage={scratch / 'results'}", "--smoke", "--address", address]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"raylab: error: {address}: the cluster requires a token (HTTP 401) (pass --token-file or set RAY_AUTH_TOKEN)"
+    refused = run_cli("submit", SMOKE, f"storage={scratch / 'results'}", "--smoke", "--address", address)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == f"raylab: error: {address}: the cluster requires a token (HTTP 401) (pass --token-file or set RAY_AUTH_TOKEN)"
     wrong = no_token / "wrong-token"
     wrong.write_text("not-the-token")
-    assert main(["status", "raylab-x", "--address", address, "--token-file", str(wrong)]) == 2
-    assert capsys.readouterr().err.strip() == f"raylab: error: {address}: token rejected (HTTP 403) (check --token-file / RAY_AUTH_TOKEN)"
+    rejected = run_cli("status", "raylab-x", "--address", address, "--token-file", str(wrong))
+    assert rejected.returncode == 2, rejected.stderr
+    assert rejected.stderr.strip() == f"raylab: error: {address}: token rejected (HTTP 403) (check --token-file / RAY_AUTH_TOKEN)"
 
 
 @pytest.mark.ray

@@ -124,7 +124,7 @@ class EURNN(nn.Module):
             x = inputs[:, t] @ self.weight_ih.t()
             if self.is_complex:
                 z = torch.complex(x[:, :n], x[:, n:]) + self.unitary(h)
-                norm = z.abs() + EUNN_EPS
+                norm = safe_modulus(z.real, z.imag) + EUNN_EPS
                 h = torch.relu(norm + self.modrelu_bias) * z / norm
                 outputs.append(h.real)
             else:
@@ -139,6 +139,16 @@ class EURNN(nn.Module):
 def complex_modrelu(z: Tensor, bias: Tensor) -> Tensor:
     """EUNN's complex modReLU on [Re z, Im z] (B, 2N): relu(|z| + 0.01 + b) z / (|z| + 0.01)."""
     n = bias.shape[0]
-    norm = torch.sqrt(z[:, :n] ** 2 + z[:, n:] ** 2) + EUNN_EPS
+    norm = safe_modulus(z[:, :n], z[:, n:]) + EUNN_EPS
     scale = torch.relu(norm + bias) / norm
     return z * scale.repeat(1, 2)
+
+
+def safe_modulus(real: Tensor, imag: Tensor) -> Tensor:
+    """|z| with a zero gradient at z = 0 instead of sqrt's 0/0 = NaN.
+
+    An exactly-zero pre-activation is common: MNIST's background pixels are 0 and U has no bias,
+    so the first step of a psMNIST sequence would otherwise turn every gradient into NaN.
+    """
+    squared = real**2 + imag**2
+    return torch.sqrt(squared.clamp_min(torch.finfo(squared.dtype).tiny))
