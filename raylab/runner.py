@@ -50,7 +50,7 @@ def check_cluster_resources(sweep: Sweep) -> None:
     if wanted.gpu > 0 and available.get("GPU", 0) < wanted.gpu:
         raise ConfigError(
             f"{sweep.path}: resources.gpu: {wanted.gpu:g} GPU per trial requested, but the Ray cluster has "
-            f"{available.get('GPU', 0):g} GPUs"
+            f"{available.get('GPU', 0):g} GPUs (on a CPU-only machine, override resources.gpu=0)"
         )
     if available.get("CPU", 0) < wanted.cpu:
         raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu:g} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
