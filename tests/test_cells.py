@@ -32,6 +32,7 @@ VARIANTS = [
     {"name": "indrnn"},
     {"name": "indrnn", "num_layers": 3, "batch_norm": "before", "timesteps": 6, "last_layer_init": True},
     {"name": "indrnn", "architecture": "residual", "batch_norm": "after", "num_layers": 2},
+    {"name": "indrnn", "architecture": "residual", "batch_norm": "before", "batch_norm_stats": "frame", "num_layers": 2},
     {"name": "indrnn", "architecture": "dense", "batch_norm": "after", "growth_rate": 2, "dense_first": 2, "dense_blocks": [2, 1]},
 ]
 
@@ -149,6 +150,7 @@ def test_bad_option_is_one_line(spec, message):
         ({"name": "nnrnn"}, 7, "hidden_size must be even"),
         ({"name": "eurnn", "style": "fft"}, 12, "power of two"),
         ({"name": "indrnn", "last_layer_init": True}, 8, "needs timesteps"),
+        ({"name": "indrnn", "batch_norm_stats": "frame"}, 8, "needs batch_norm before or after"),
     ],
 )
 def test_bad_construction_is_one_line(spec, hidden_size, message):

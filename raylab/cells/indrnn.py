@@ -12,31 +12,74 @@ from raylab.optim import tag
 
 Architecture = Literal["plain", "residual", "dense"]
 BatchNorm = Literal["none", "before", "after"]
+BatchNormStats = Literal["sequence", "frame"]
+
+
+class FrameNorm(nn.Module):
+    """Frame-wise BN (§1.5 item 2): statistics per time step over the batch, gamma/beta shared over time.
+
+    Running mean and (unbiased) variance are kept per absolute stream position, 4 * window + 1 rows
+    for a nominal window T, as the author's `MyBatchNorm_stepCompute`; a window starting at `start`
+    uses rows [s, s + T) with s = min(start, 2 * window), so windows up to 2 * window + 1 long fit.
+    eps 1e-5, momentum 0.1, gamma 1, beta 0, as there.
+    """
+
+    def __init__(self, width: int, window: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.window, self.eps, self.momentum = window, eps, momentum
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("running_mean", torch.zeros(4 * window + 1, width))
+        self.register_buffer("running_var", torch.ones(4 * window + 1, width))
+
+    def rows(self, start: int, steps: int) -> slice:
+        first = min(start, 2 * self.window)
+        if steps > 2 * self.window + 1:  # what fits at the capped start, whatever the start
+            raise ValueError(f"frame-wise BN holds statistics for windows of up to {2 * self.window + 1} steps (frame_window={self.window}), got {steps}")
+        return slice(first, first + steps)
+
+    def forward(self, x: Tensor, start: int) -> Tensor:
+        """(T, B, N) -> (T, B, N); `start` is the position of x[0] since the last state reset."""
+        rows = self.rows(start, x.shape[0])
+        if self.training:
+            var, mean = torch.var_mean(x, dim=1, unbiased=False)  # (T, N) each: over the batch only
+            with torch.no_grad():
+                batch = x.shape[1]
+                self.running_mean[rows].lerp_(mean, self.momentum)
+                self.running_var[rows].lerp_(var * batch / max(batch - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean[rows], self.running_var[rows]
+        return (x - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps) * self.weight + self.bias
 
 
 class Recurrence(nn.Module):
-    """IndRNN's "only-recurrent" part, relu(z_t + u * h_{t-1}), with optional sequence-wise BN before or after.
+    """IndRNN's "only-recurrent" part, relu(z_t + u * h_{t-1}), with optional BN before or after.
 
-    BN normalises each channel over batch and time (`BatchNorm1d`, eps 1e-5, momentum 0.1), the
-    flavour the authors use for classification (§1.5). u gets no weight decay.
+    Sequence-wise BN normalises each channel over batch and time (`BatchNorm1d`, eps 1e-5, momentum
+    0.1), the flavour the authors use for classification; frame-wise BN (`FrameNorm`) over the batch
+    at each time step, their language-model flavour (§1.5). u gets no weight decay.
     """
 
-    def __init__(self, width: int, batch_norm: BatchNorm) -> None:
+    def __init__(self, width: int, batch_norm: BatchNorm, stats: BatchNormStats = "sequence", frame_window: int = 50) -> None:
         super().__init__()
         self.weight_hh = tag(nn.Parameter(torch.empty(width)), weight_decay=0.0)
         self.batch_norm = batch_norm
-        self.norm = nn.BatchNorm1d(width) if batch_norm != "none" else None
+        self.norm: nn.Module | None = None
+        if batch_norm != "none":
+            self.norm = FrameNorm(width, frame_window) if stats == "frame" else nn.BatchNorm1d(width)
 
-    def normalise(self, x: Tensor) -> Tensor:
+    def normalise(self, x: Tensor, start: int) -> Tensor:
+        if isinstance(self.norm, FrameNorm):
+            return self.norm(x, start)
         return self.norm(x.reshape(-1, x.shape[-1])).view(x.shape)  # (T * B, N): statistics over batch and time
 
-    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False) -> Tensor:
-        """(T, B, N) -> (T, B, N)."""
+    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False, start: int = 0) -> Tensor:
+        """(T, B, N) -> (T, B, N); `start` (frame-wise BN only) is the stream position of z[0]."""
         h0 = z.new_zeros(z.shape[1:]) if h0 is None else h0
         if self.batch_norm == "before":
-            z = self.normalise(z)
+            z = self.normalise(z, start)
         out = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
-        return self.normalise(out) if self.batch_norm == "after" else out
+        return self.normalise(out, start) if self.batch_norm == "after" else out
 
 
 def time_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -58,8 +101,18 @@ class IndRNN(nn.Module):
       blocks of `dense_blocks` layers (Lin 4k -> BN-Rec -> drop -> Lin k -> BN-Rec -> drop, concatenated),
       halving transitions between blocks and a last transition to `hidden_size` (the authors'
       `add_last_layer`, which halves: hidden_size 84 reproduces their sMNIST net, 256,514 parameters).
-    `batch_norm` none | before | after places sequence-wise BN around every recurrence; `dropout` uses
-    one mask over time on every layer output.
+    `batch_norm` none | before | after places BN around every recurrence; `dropout` uses one mask over
+    time on every layer output.
+
+    `batch_norm_stats` picks the BN flavour (§1.5), default "sequence":
+    - "sequence": statistics per channel over batch and all time steps (classification: MNIST, NTU);
+    - "frame": statistics per time step over the batch only, gamma/beta shared over time, running
+      statistics per absolute position since the last state reset (language modelling, §3.3-3.4),
+      as the author's PyTorch `MyBatchNorm_stepCompute`: 4 * `frame_window` + 1 rows, the window's
+      start capped at 2 * `frame_window`; set `frame_window` to the training window T. The position
+      travels in the state: with frame-wise BN the state ends with a 0-dim int64 CPU tensor, the
+      number of steps since the state was last None, so evaluation between training windows and
+      repeated calls with one state do not disturb it. Needs `batch_norm` before or after.
 
     The bound is `u_bound` if given, else `magnitude ** (1 / timesteps)` (set `timesteps` to the
     training sequence length T), else 1.0 (the authors' advice for very long sequences). It is enforced
@@ -68,7 +121,7 @@ class IndRNN(nn.Module):
     `last_layer_init` the last recurrence gets U((1/magnitude)^(1/T), bound), for tasks that read
     only the last step, chosen by index (the plain-net name-match bug of §1.3 is not copied).
     Linear weights are Kaiming-uniform with a = 8, biases 0 and free of weight decay, as in the authors'
-    PyTorch code. Frame-wise BN (the language-model flavour) is not implemented.
+    PyTorch code.
     """
 
     def __init__(
@@ -78,6 +131,8 @@ class IndRNN(nn.Module):
         num_layers: int = 2,
         architecture: Architecture = "plain",
         batch_norm: BatchNorm = "none",
+        batch_norm_stats: BatchNormStats = "sequence",
+        frame_window: int = 50,
         dropout: float = 0.0,
         timesteps: int | None = None,
         magnitude: float = 2.0,
@@ -94,12 +149,17 @@ class IndRNN(nn.Module):
             raise ValueError(f"timesteps must be positive, got {timesteps}")
         if last_layer_init and timesteps is None:
             raise ValueError("last_layer_init needs timesteps (its lower bound is (1/magnitude)^(1/timesteps))")
+        if batch_norm_stats == "frame" and batch_norm == "none":
+            raise ValueError("batch_norm_stats='frame' needs batch_norm before or after (there is no BN to take frame-wise statistics)")
+        if frame_window < 1:
+            raise ValueError(f"frame_window must be positive, got {frame_window}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.carries_position = batch_norm_stats == "frame"  # the state then carries the stream position
         self.architecture, self.dropout, self.dense_blocks = architecture, dropout, dense_blocks
         self.bound = u_bound if u_bound is not None else magnitude ** (1 / timesteps) if timesteps else 1.0
         linears, widths = self.layout(input_size, hidden_size, num_layers, architecture, growth_rate * dense_first, growth_rate, dense_blocks)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in linears)
-        self.recurrences = nn.ModuleList(Recurrence(width, batch_norm) for width in widths)
+        self.recurrences = nn.ModuleList(Recurrence(width, batch_norm, batch_norm_stats, frame_window) for width in widths)
         for linear in self.linears:
             nn.init.kaiming_uniform_(linear.weight, a=8)
             nn.init.zeros_(linear.bias)
@@ -141,6 +201,10 @@ class IndRNN(nn.Module):
         return self._run(inputs, state, reference=True)
 
     def _run(self, inputs: Tensor, state: tuple[Tensor, ...] | None, reference: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+        start = 0
+        if state is not None and self.carries_position:
+            *state, position = state  # steps since the last reset: frame-wise BN's row index
+            start = int(position)
         states = list(state) if state is not None else [None] * len(self.recurrences)
         finals: list[Tensor] = []
         linear = iter(self.linears)
@@ -151,7 +215,7 @@ class IndRNN(nn.Module):
 
         def rec(x: Tensor) -> Tensor:
             recurrence, h0 = next(recurrences)
-            out = recurrence(x, h0, reference)
+            out = recurrence(x, h0, reference, start)
             finals.append(out[-1])
             return time_dropout(out, self.dropout, self.training)
 
@@ -174,4 +238,6 @@ class IndRNN(nn.Module):
                     y = rec(lin(x))
                     x = torch.cat([x, rec(lin(y))], dim=-1)
                 x = rec(lin(x))  # transition (the last one maps to hidden_size)
+        if self.carries_position:
+            finals.append(torch.tensor(start + inputs.shape[1]))  # on the CPU: reading it back never syncs a GPU
         return x.transpose(0, 1), tuple(finals)
