@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"raylab: {len(sweep.trials) - len(trials)} of {len(sweep.trials)} trials already finished in {sweep_dir}; skipping them")
     if trials:
         runner.start_ray(args.address, num_cpus=args.num_cpus)
-        runner.check_cluster_resources(sweep)
+        runner.check_cluster_resources(sweep, attached=bool(args.address))
         runner.check_storage_shared(sweep)
         runtime = {"data_dir": data_dir, "provenance": provenance()}
         runner.run_sweep(sweep, trials, runtime)

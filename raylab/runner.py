@@ -43,17 +43,27 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
 
 
-def check_cluster_resources(sweep: Sweep) -> None:
-    """Fail before scheduling anything when no node could ever run a trial."""
+def check_cluster_resources(sweep: Sweep, attached: bool) -> None:
+    """Fail before scheduling anything when no node could ever run a trial.
+
+    The embedded Ray has all the resources it will ever have, so a shortfall is an error. An attached
+    cluster may autoscale (the cluster files start GPU workers from zero), so there it is a warning
+    and the trials wait for nodes, as Tune itself does.
+    """
     wanted = sweep.spec.resources
     available = ray.cluster_resources()
+    problems = []
     if wanted.gpu > 0 and available.get("GPU", 0) < wanted.gpu:
-        raise ConfigError(
-            f"{sweep.path}: resources.gpu: {wanted.gpu:g} GPU per trial requested, but the Ray cluster has "
-            f"{available.get('GPU', 0):g} GPUs (on a CPU-only machine, override resources.gpu=0)"
+        problems.append(
+            f"resources.gpu: {wanted.gpu:g} GPU per trial requested, but the Ray cluster has "
+            f"{available.get('GPU', 0):g} GPUs" + ("" if attached else " (on a CPU-only machine, override resources.gpu=0)")
         )
     if available.get("CPU", 0) < wanted.cpu:
-        raise ConfigError(f"{sweep.path}: resources.cpu: {wanted.cpu:g} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
+        problems.append(f"resources.cpu: {wanted.cpu:g} CPUs per trial requested, but the Ray cluster has {available.get('CPU', 0):g}")
+    if problems and not attached:
+        raise ConfigError(f"{sweep.path}: {problems[0]}")
+    for problem in problems:
+        print(f"raylab: warning: {problem} now; trials wait until the autoscaler adds nodes", file=sys.stderr, flush=True)
 
 
 def sweep_directory(sweep: Sweep) -> str:

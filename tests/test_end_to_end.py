@@ -94,3 +94,17 @@ def test_running_a_grown_sweep_skips_what_already_finished(ray_2_cpus, tmp_path,
     assert "| copy | RNN | 8 |" in capsys.readouterr().out
     assert main(["resume", f"file://{sweep_dir}"]) == 0
     assert "nothing to resume" in capsys.readouterr().out
+
+
+def test_missing_gpus_are_an_error_locally_and_a_warning_on_an_attached_cluster(ray_2_cpus, tmp_path, capsys):
+    from raylab import runner
+    from raylab.config import ConfigError
+    from raylab.sweep import load_sweep
+
+    sweep_file = tmp_path / "gpu.yaml"
+    sweep_file.write_text(yaml.safe_dump({**SWEEP, "resources": {"cpu": 1, "gpu": 0.5}}))
+    sweep = load_sweep(sweep_file)
+    with pytest.raises(ConfigError, match=r"gpu.yaml: resources.gpu: 0.5 GPU per trial requested, but the Ray cluster has 0 GPUs"):
+        runner.check_cluster_resources(sweep, attached=False)
+    runner.check_cluster_resources(sweep, attached=True)  # an autoscaler may still add GPU nodes
+    assert "warning: resources.gpu" in capsys.readouterr().err
