@@ -127,7 +127,7 @@ def render(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fmt
     return to_latex(table) if fmt == "latex" else to_markdown(table)
 
 
-def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] = DEFAULT_GROUP) -> Path:
+def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] | None = None) -> Path:
     """Learning curves: the mean over finished seeds per group, with a +-1 standard-error band."""
     import matplotlib
 
@@ -135,6 +135,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     import matplotlib.pyplot as plt
 
     trials = load_trials(path)
+    by = list(by or default_group(trials))
     curves = read_table(storage.join(path, CURVES_FILE))
     available = sorted(curves["metric"].unique())
     if metric not in available:

@@ -150,14 +150,14 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from raylab.aggregate import DEFAULT_GROUP, plot_curves
+    from raylab.aggregate import plot_curves
 
     from raylab import storage
 
     name = f"{args.metric.replace('/', '_')}.png"
     # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
     out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
-    written = plot_curves(args.experiment, args.metric, out, split_list(args.by) or list(DEFAULT_GROUP))
+    written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
     print(f"wrote {written}")
     return 0
 

@@ -154,10 +154,12 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
     return row, points
 
 
-def error_line(trial_dir: Path | None) -> str | None:
-    if trial_dir is None or not (trial_dir / "error.txt").is_file():
+def last_line(path: str | Path | None) -> str | None:
+    """The last non-blank line of a file (the exception line of Tune's error.txt), or None."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
         return None
-    lines = [line.strip() for line in (trial_dir / "error.txt").read_text().splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 
@@ -177,7 +179,7 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
         trial_dir = run_dir / PurePosixPath(trial.path).name if trial.path else None
         trial_dir = trial_dir if trial_dir is not None and trial_dir.is_dir() else None
         status = TUNE_STATUS.get(trial.status, "unfinished")
-        error = error_line(trial_dir) if status == "errored" else None
+        error = last_line(trial_dir / "error.txt") if status == "errored" and trial_dir else None
         rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
         seen_hashes.add(trial.config["trial"]["config_hash"])
     manifest = json.loads((run_dir / MANIFEST).read_text())

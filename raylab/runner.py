@@ -24,11 +24,11 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from raylab import storage  # noqa: E402
+from raylab.results import MANIFEST, last_line  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
 from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
 
-MANIFEST = "raylab.json"  # written into every run directory before Tune starts
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 
 
@@ -205,26 +205,22 @@ class ProgressPrinter(tune.Callback):
         elapsed = int(time.monotonic() - self.start)
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
 
-    @staticmethod
-    def _name(trial: Any) -> str:
-        return trial_name(trial.config["trial"])
-
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         budget = trial.config["trial"]["training"]
         total = budget.get("steps") or f"{budget.get('epochs')} epochs"
         shown = "  ".join(f"{k} {result[k]:.4g}" for k in ProgressPrinter.SHOWN_METRICS if isinstance(result.get(k), (int, float)))
         flag = "  DIVERGED" if result.get("diverged") else ""
-        self._print(f"{self._name(trial):<28} step {result.get('step', '?')}/{total}  {shown}{flag}")
+        self._print(f"{trial_display_name(trial):<28} step {result.get('step', '?')}/{total}  {shown}{flag}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         diverged = (trial.last_result or {}).get("diverged")
-        self._print(f"{self._name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
+        self._print(f"{trial_display_name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"{self._name(trial):<28} failed, retrying from its last checkpoint: {first_error_line(trial)}")
+        self._print(f"{trial_display_name(trial):<28} failed, retrying from its last checkpoint: {first_error_line(trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"{self._name(trial):<28} failed, no retries left: {first_error_line(trial)}")
+        self._print(f"{trial_display_name(trial):<28} failed, no retries left: {first_error_line(trial)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
@@ -248,9 +244,4 @@ def tally(trials: list) -> str:
 
 def first_error_line(trial: Any) -> str:
     """The exception line of a failed trial's error file (the traceback stays in the file)."""
-    path = getattr(trial, "error_file", None)
-    try:
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if path else []
-    except OSError:
-        lines = []
-    return lines[-1].strip() if lines else "see the trial's error.txt"
+    return last_line(getattr(trial, "error_file", None)) or "see the trial's error.txt"

@@ -104,12 +104,11 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def build_trial(trial: dict, device: torch.device, data_dir: str | None) -> tuple[Task, SequenceModel, torch.optim.Optimizer]:
+def build_trial(trial: dict, optimizer_spec: OptimizerSpec, device: torch.device, data_dir: str | None) -> tuple[Task, SequenceModel, torch.optim.Optimizer]:
     task = build(TASKS, trial["task"], "task")
     task.setup(device, data_dir)
     model = build_model(task, trial["cell"], trial["hidden_size"]).to(device)
-    optimizer = build_optimizer(model, from_mapping(OptimizerSpec, trial["optimizer"], "optimizer"))
-    return task, model, optimizer
+    return task, model, build_optimizer(model, optimizer_spec)
 
 
 def evaluate_splits(task: Task, model: nn.Module, splits: tuple[str, ...]) -> dict[str, float]:
@@ -123,8 +122,8 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     """Train one resolved trial to its budget, reporting and checkpointing at each evaluation."""
     device = device or pick_device()
     seed_everything(trial["seed"])
-    task, model, optimizer = build_trial(trial, device, data_dir)
     optimizer_spec = from_mapping(OptimizerSpec, trial["optimizer"], "optimizer")
+    task, model, optimizer = build_trial(trial, optimizer_spec, device, data_dir)
     schedule = Schedule.of(from_mapping(TrainingSpec, trial["training"], "training"), task)
     progress = Progress()
     if restored is not None:

@@ -1,6 +1,5 @@
 """Sweep-file validation: every bad input is one line naming the file and the key, exit code 2."""
 
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,6 @@ test_end_to_end.py; token authentication in test_submit.py.)
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
