@@ -166,3 +166,13 @@ def test_eurnn_complex_modrelu_has_finite_gradients_at_zero_input():
     outputs, _ = cell(torch.zeros(2, 5, 1))
     outputs.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", ["rnn", "rnn_orth"])
+def test_rnn_input_bias_follows_the_original_linear(name):
+    """The original code keeps nn.Linear(n_in, N)'s bias, U(±1/sqrt(n_in)); psMNIST has n_in = 1."""
+    torch.manual_seed(0)
+    cell = CELLS[name](input_size=1, hidden_size=512)
+    assert cell.bias_ih.abs().max() > 0.9  # ±1.0, not ±1/sqrt(512) = 0.044
+    narrow = CELLS[name](input_size=1, hidden_size=512, input_bias_init="hidden_size")
+    assert narrow.bias_ih.abs().max() <= 512**-0.5
