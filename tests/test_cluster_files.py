@@ -236,7 +236,7 @@ def test_gpu_workers_wait_for_the_driver_before_docker_starts(path: Path, tmp_pa
 
 
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=ids(LAUNCHER_FILES))
-def test_launcher_file_installs_the_project_with_the_pinned_ray(path: Path):
+def test_launcher_file_installs_the_dependencies_with_the_pinned_ray(path: Path):
     import ray
 
     config = load(path)
