@@ -149,6 +149,7 @@ def submission_id(sweep_name: str) -> str:
 
 def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: str, token_file: str | None = None) -> str:
     """Validate the sweep here, then submit it as a Ray Job; return the job's submission id."""
+    from raylab.provenance import GIT_COMMIT_VARIABLE, git_commit
     from raylab.sweep import load_sweep
 
     sweep = load_sweep(sweep_file, overrides, smoke=smoke)  # ConfigError: nothing is submitted
@@ -160,7 +161,12 @@ def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: st
         return client.submit_job(
             entrypoint=entrypoint,
             submission_id=submission_id(sweep.spec.name),
-            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES},
+            runtime_env={
+                "working_dir": str(PROJECT_ROOT),
+                "excludes": WORKING_DIR_EXCLUDES,
+                # The uploaded working_dir has no .git: the driver on the cluster records this commit.
+                "env_vars": {GIT_COMMIT_VARIABLE: git_commit(PROJECT_ROOT) or ""},
+            },
             metadata={"raylab_sweep": sweep.spec.name, "raylab_file": project_relative(sweep_file)},
         )
     except Exception as error:
