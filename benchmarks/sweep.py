@@ -40,7 +40,13 @@ TRIVIAL_SWEEP = {
     "training": {"steps": 2, "eval_every": 2},
     "resources": {"cpu": 1, "gpu": 0},
 }
-PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d\] .* step ")  # the first per-evaluation line of ProgressPrinter
+# Lines of `raylab run` that mark its phases: Tune about to start (imports, validation and Ray start
+# done), the first evaluation reported, the experiment over (then collection, table, Ray shutdown).
+PHASE_LINES = {
+    "tune_start_s": re.compile(r"^raylab: \d+ trials of sweep "),
+    "first_progress_s": re.compile(r"^\[\d\d:\d\d\] .* step "),
+    "tune_end_s": re.compile(r"^\[\d\d:\d\d\] trials: \d+ total, "),
+}
 
 DIRECT = """
 import json, sys, time
@@ -82,19 +88,20 @@ def time_raylab_run(repo: Path, sweep_file: Path, num_cpus: int) -> dict:
         [sys.executable, "-m", "raylab.cli", "run", str(sweep_file), "--num-cpus", str(num_cpus)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment(repo), cwd=sweep_file.parent,
     )
-    first_progress = None
+    phases: dict[str, float | None] = dict.fromkeys(PHASE_LINES)
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if first_progress is None and PROGRESS_LINE.match(line):
-            first_progress = time.perf_counter() - start
+        for phase, pattern in PHASE_LINES.items():
+            if phases[phase] is None and pattern.match(line):
+                phases[phase] = time.perf_counter() - start
     process.wait()
     wall = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"raylab run exited {process.returncode}:\n{''.join(lines[-30:])}")
     # Processes the driver started and reaped (Ray's own services, and the workers their parents
     # reaped); a worker killed without being waited for is missing, so this is a lower bound.
-    return {"wall_s": wall, "first_progress_s": first_progress, "cpu_s": child_cpu_s() - cpu_before}
+    return {"wall_s": wall, **phases, "cpu_s": child_cpu_s() - cpu_before}
 
 
 def time_direct(repo: Path, sweep_file: Path) -> dict:
@@ -130,7 +137,7 @@ def measure(repo: Path, counts: list[int], repeats: int, num_cpus: int) -> dict:
                 direct = time_direct(repo, sweep_file)
                 record = {"n_trials": n, "repeat": repeat, **run, **{f"direct_{k}": v for k, v in direct.items()}}
                 records.append(record)
-                print(f"N={n:<4} run {run['wall_s']:6.2f}s  first progress {run['first_progress_s'] or float('nan'):5.2f}s  "
+                print(f"N={n:<4} run {run['wall_s']:6.2f}s  Tune start {run['tune_start_s'] or float('nan'):5.2f}s  first progress {run['first_progress_s'] or float('nan'):5.2f}s  "
                       f"cpu {run['cpu_s']:6.2f}s  direct {direct['trials_s']:.3f}s", flush=True)
     return summarize(records, counts, num_cpus)
 
@@ -140,7 +147,7 @@ def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
         return statistics.median(r[key] for r in records if r["n_trials"] == n and r[key] is not None)
 
     per_n = [
-        {"n_trials": n, **{key: median(n, key) for key in ("wall_s", "first_progress_s", "cpu_s", "direct_trials_s", "direct_trials_cpu_s")}}
+        {"n_trials": n, **{key: median(n, key) for key in ("wall_s", *PHASE_LINES, "cpu_s", "direct_trials_s", "direct_trials_cpu_s")}}
         for n in counts
     ]
     for row in per_n:
@@ -169,11 +176,14 @@ def markdown(summary: dict, header: str) -> str:
     lines = [
         header,
         "",
-        "| trials | wall s | first progress s | trials / min | CPU s (reaped) | direct s (all trials) |",
-        "|---|---|---|---|---|---|",
+        "| trials | wall s | Tune starts at s | first progress s | Tune ends at s | trials / min | CPU s (reaped) | direct s (all trials) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["per_n"]:
-        lines.append(f"| {r['n_trials']} | {r['wall_s']:.2f} | {r['first_progress_s']:.2f} | {r['trials_per_minute']:.0f} | {r['cpu_s']:.2f} | {r['direct_trials_s']:.3f} |")
+        lines.append(
+            f"| {r['n_trials']} | {r['wall_s']:.2f} | {r['tune_start_s']:.2f} | {r['first_progress_s']:.2f} | {r['tune_end_s']:.2f} | "
+            f"{r['trials_per_minute']:.0f} | {r['cpu_s']:.2f} | {r['direct_trials_s']:.3f} |"
+        )
     lines += [
         "",
         f"- fixed cost (intercept): {summary['fixed_s']:.2f} s wall",
