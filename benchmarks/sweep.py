@@ -45,8 +45,9 @@ TRIVIAL_SWEEP = {
 PHASE_LINES = {
     "tune_start_s": re.compile(r"^raylab: \d+ trials of sweep "),
     "first_progress_s": re.compile(r"^\[\d\d:\d\d\] .* step "),
-    "tune_end_s": re.compile(r"^\[\d\d:\d\d\] trials: \d+ total, "),
+    "tune_end_s": re.compile(r"^\[\d\d:\d\d\] trials: \d+ total, "),  # the last tally (one comes every 30 s)
 }
+LAST_MATCH_WINS = {"tune_end_s"}
 
 DIRECT = """
 import json, sys, time
@@ -93,7 +94,7 @@ def time_raylab_run(repo: Path, sweep_file: Path, num_cpus: int) -> dict:
     for line in process.stdout:
         lines.append(line)
         for phase, pattern in PHASE_LINES.items():
-            if phases[phase] is None and pattern.match(line):
+            if (phases[phase] is None or phase in LAST_MATCH_WINS) and pattern.match(line):
                 phases[phase] = time.perf_counter() - start
     process.wait()
     wall = time.perf_counter() - start
@@ -143,8 +144,9 @@ def measure(repo: Path, counts: list[int], repeats: int, num_cpus: int) -> dict:
 
 
 def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
-    def median(n: int, key: str) -> float:
-        return statistics.median(r[key] for r in records if r["n_trials"] == n and r[key] is not None)
+    def median(n: int, key: str) -> float | None:
+        values = [r[key] for r in records if r["n_trials"] == n and r.get(key) is not None]
+        return statistics.median(values) if values else None
 
     per_n = [
         {"n_trials": n, **{key: median(n, key) for key in ("wall_s", *PHASE_LINES, "cpu_s", "direct_trials_s", "direct_trials_cpu_s")}}
@@ -154,8 +156,9 @@ def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
         row["trials_per_minute"] = 60 * row["n_trials"] / row["wall_s"]
     intercept, slope = fit_line([r["n_trials"] for r in per_n], [r["wall_s"] for r in per_n])
     cpu_intercept, cpu_slope = fit_line([r["n_trials"] for r in per_n], [r["cpu_s"] for r in per_n])
-    direct_per_trial = statistics.median(r["direct_trials_s"] / r["n_trials"] for r in per_n)
-    direct_cpu_per_trial = statistics.median(r["direct_trials_cpu_s"] / r["n_trials"] for r in per_n)
+    # The trial's own cost is a slope too: the first trial of a process pays one-off warm-ups.
+    _, direct_per_trial = fit_line([r["n_trials"] for r in per_n], [r["direct_trials_s"] for r in per_n])
+    _, direct_cpu_per_trial = fit_line([r["n_trials"] for r in per_n], [r["direct_trials_cpu_s"] for r in per_n])
     return {
         "num_cpus": num_cpus,
         "per_n": per_n,
@@ -179,17 +182,20 @@ def markdown(summary: dict, header: str) -> str:
         "| trials | wall s | Tune starts at s | first progress s | Tune ends at s | trials / min | CPU s (reaped) | direct s (all trials) |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for r in summary["per_n"]:
         lines.append(
-            f"| {r['n_trials']} | {r['wall_s']:.2f} | {r['tune_start_s']:.2f} | {r['first_progress_s']:.2f} | {r['tune_end_s']:.2f} | "
-            f"{r['trials_per_minute']:.0f} | {r['cpu_s']:.2f} | {r['direct_trials_s']:.3f} |"
+            f"| {r['n_trials']} | {seconds(r['wall_s'])} | {seconds(r['tune_start_s'])} | {seconds(r['first_progress_s'])} | {seconds(r['tune_end_s'])} | "
+            f"{r['trials_per_minute']:.0f} | {seconds(r['cpu_s'])} | {r['direct_trials_s']:.3f} |"
         )
     lines += [
         "",
         f"- fixed cost (intercept): {summary['fixed_s']:.2f} s wall",
         f"- marginal cost per trial (slope): {summary['marginal_wall_s']:.3f} s wall = {summary['marginal_core_s']:.3f} core-s "
         f"on {summary['num_cpus']} CPUs; CPU-time slope {summary['marginal_cpu_s']:.3f} s",
-        f"- the trial itself (direct, one process): {summary['direct_per_trial_s']:.4f} s wall, {summary['direct_per_trial_cpu_s']:.4f} s CPU",
+        f"- the trial itself (direct, one process; slope): {summary['direct_per_trial_s']:.4f} s wall, {summary['direct_per_trial_cpu_s']:.4f} s CPU",
         f"- marginal Ray cost per trial: {summary['marginal_ray_core_s']:.3f} core-s from wall time, {summary['marginal_ray_cpu_s']:.3f} s from CPU time",
     ]
     return "\n".join(lines) + "\n"
@@ -204,14 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a name for this measurement, e.g. 'before' (stored in the JSON)")
     parser.add_argument("--json", help="write the summary and every record here")
     parser.add_argument("--markdown", help="write the Markdown table here (it is always printed)")
+    parser.add_argument("--from-json", help="summarize the records of an earlier --json file again instead of measuring")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
-    counts = sorted({int(n) for n in args.trials.split(",")})
-    summary = measure(repo, counts, args.repeats, args.num_cpus)
-    summary.update(label=args.label, repo_commit=git_describe(repo), repeats=args.repeats, load_average=os.getloadavg(), python=platform.python_version())
+    if args.from_json:
+        stored = json.loads(Path(args.from_json).read_text())
+        counts = sorted({r["n_trials"] for r in stored["records"]})
+        summary = {**stored, **summarize(stored["records"], counts, stored["num_cpus"])}
+    else:
+        counts = sorted({int(n) for n in args.trials.split(",")})
+        summary = measure(repo, counts, args.repeats, args.num_cpus)
+        summary.update(label=args.label, repo_commit=git_describe(repo), repeats=args.repeats, load_average=os.getloadavg(), python=platform.python_version())
+    label = summary.get("label")
     header = (
-        f"`raylab run` of N two-step trials{f' ({args.label})' if args.label else ''}, commit {summary['repo_commit']}, "
-        f"--num-cpus {args.num_cpus}, median of {args.repeats}; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
+        f"`raylab run` of N two-step trials{f' ({label})' if label else ''}, commit {summary['repo_commit']}, "
+        f"--num-cpus {summary['num_cpus']}, median of {summary['repeats']}; load average at the end {summary['load_average'][0]:.1f} on {os.cpu_count()} cores."
     )
     table = markdown(summary, header)
     print(table)
