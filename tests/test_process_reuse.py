@@ -121,12 +121,14 @@ def fresh_curves(tmp_path_factory, shared_data):
     return curves
 
 
+@pytest.mark.slow
 def test_a_dirtied_process_after_the_reset_gives_the_fresh_curves_bit_for_bit(tmp_path, shared_data, fresh_curves):
     reused = curves_of(run_trials(write_sweep(tmp_path), shared_data, "dirty"))
     assert reused == fresh_curves  # exact floats: JSON keeps every bit of a double
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_trials_in_a_reused_ray_worker_give_the_fresh_curves_bit_for_bit(tmp_path, shared_data, fresh_curves):
     sweep_file = write_sweep(tmp_path)
     driver = subprocess.run(
