@@ -24,19 +24,27 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from raylab import storage  # noqa: E402
+from raylab.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results import MANIFEST, last_line  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
-from raylab.trainable import train  # noqa: E402
+from raylab.trainable import DATA_DIR_ENV, train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
+quiet_ray_logs()
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Attach to a cluster at `address`, or start the embedded local Ray (the default)."""
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, data_dir: str | None = None) -> None:
+    """Attach to a cluster at `address`, or start the embedded local Ray (the default).
+
+    `data_dir` (from --data-dir) reaches every trial of this driver, restored ones included, whose
+    stored configs may name another machine's data folder.
+    """
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if data_dir:
+        options["runtime_env"] = {"env_vars": {DATA_DIR_ENV: data_dir}}
     if address:
         ray.init(address=address, **options)
     else:
@@ -140,9 +148,11 @@ def needs_resume(run_dir: str, errored: str) -> bool:
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 
 
-def resume_run(run_dir: str, errored: str) -> None:
+def resume_run(run_dir: str, errored: str) -> bool:
     """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
-    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay."""
+    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay.
+
+    Returns False when the run still has unfinished trials afterwards (it was interrupted again)."""
     manifest = json.loads(storage.read_text(storage.join(run_dir, MANIFEST)))
     print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
     tuner = tune.Tuner.restore(
@@ -153,6 +163,7 @@ def resume_run(run_dir: str, errored: str) -> None:
         restart_errored=errored == "restart",
     )
     tuner.fit()
+    return not needs_resume(run_dir, "skip")
 
 
 def check_storage_shared(sweep: Sweep) -> None:
