@@ -25,8 +25,19 @@ EXCLUDED_COLUMN = "not in mean"
 
 
 def load_trials(location: str | Path) -> pd.DataFrame:
-    """trials.parquet of an experiment (a local folder or a URI), or the file itself."""
+    """trials.parquet of an experiment (a local folder or a URI), or the file itself.
+
+    One row per trial; schema in the README ("Results"); `raylab collect` (or `raylab run`) writes it.
+    """
     return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
+
+
+def load_curves(location: str | Path) -> pd.DataFrame:
+    """curves.parquet of an experiment (a local folder or a URI), or the file itself.
+
+    Tidy rows (trial_id, step, metric, value); join trial columns with `.merge(trials, on="trial_id")`.
+    """
+    return read_table(storage.join(location, CURVES_FILE) if storage.is_dir(location) else location)
 
 
 def default_group(trials: pd.DataFrame) -> list[str]:
@@ -86,7 +97,8 @@ def trivial_baseline_of(trial: pd.Series) -> dict[str, float]:
     from raylab.typecheck import ConfigError
 
     prefix = "config.task."
-    spec = {k[len(prefix):]: v for k, v in trial.items() if k.startswith(prefix) and not (isinstance(v, float) and math.isnan(v)) and v is not None}
+    spec = {k[len(prefix):]: v.item() if isinstance(v, np.generic) else v for k, v in trial.items() if k.startswith(prefix)}
+    spec = {k: v for k, v in spec.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}  # other tasks' options
     spec = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in spec.items()}  # Parquet widens int columns shared with NaN
     try:
         task = build(TASKS, spec, "task")
@@ -166,7 +178,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
 
     trials = load_trials(path)
     by = list(by or default_group(trials))
-    curves = read_table(storage.join(path, CURVES_FILE))
+    curves = load_curves(path)
     available = sorted(curves["metric"].unique())
     if metric not in available:
         raise ResultsError(f"--metric: no curve of {metric!r} (available: {', '.join(available) or 'none'})")

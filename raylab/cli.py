@@ -91,13 +91,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from raylab import runner, storage
     from raylab.results import MANIFEST, run_locations
 
+    data_dir = resolve_data_dir(args.data_dir)  # bad input fails before anything starts
     location = storage.absolute(args.experiment)
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
         print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
-        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=resolve_data_dir(args.data_dir))
+        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
         for run in pending:
             runner.resume_run(run, args.errored)
     is_one_run = storage.exists(storage.join(location, MANIFEST))

@@ -48,7 +48,7 @@ def dry_run_lines(trials: list[dict], plan: RerunPlan) -> list[str]:
     for trial in trials:
         options = options_of(trial)
         task = "-".join(filter(None, (trial["task"]["name"], trial.get("task_label"))))
-        rows.append([trial["variant"], task, trial["hidden_size"], trial["seed"], f"{trial['n_params']:,}", *(options.get(k) for k in varying), states[trial["config_hash"]]])
+        rows.append([trial["variant"], task, trial["hidden_size"], trial["seed"], f"{trial['n_params']:,}", *(options.get(k, "-") for k in varying), states[trial["config_hash"]]])
     table = [header, *[[str(value) for value in row] for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in table]

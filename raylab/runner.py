@@ -48,7 +48,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+        # address="local": a new embedded Ray even when a `ray start` head runs on this machine (Ray
+        # would otherwise attach to it, and refuse num_cpus).
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
 
 
 def check_cluster_resources(sweep: Sweep, attached: bool) -> None:

@@ -1,8 +1,10 @@
 """Running a sweep file again after Ctrl-C continues its unfinished trials from their checkpoints,
 and the user sees raylab's lines, not Ray's routine warnings (real CLI, real embedded Ray)."""
 
+import importlib.util
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -11,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+import raylab as raylab_module
 
 from raylab.cli import main
 from raylab.rerun import EarlierRun, blocked_message, plan_rerun
@@ -110,3 +114,21 @@ def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp
     assert sorted(val_steps) == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
     # TensorBoard's x-axis: Tune's event-file logger takes `timesteps_total`, which is the training step.
     assert all(row["timesteps_total"] == row["step"] for row in rows)
+    if importlib.util.find_spec("tensorboardX"):  # the `tensorboard` extra: read the event files themselves
+        assert event_steps(sweep_dir, "ray/tune/val/loss") == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+    assert raylab_module.load_curves(sweep_dir).equals(curves)  # the public loader (docs/python.md)
+
+
+def event_steps(sweep_dir: Path, tag: str) -> list[int]:
+    """Steps of `tag` in the trials' TensorBoard event files (TFRecord framing: length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    steps = set()
+    for path in sweep_dir.glob("run-*/*/events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            steps.update(event.step for value in event.summary.value if value.tag == tag)
+    return sorted(steps)
