@@ -324,8 +324,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from raylab.quiet import quiet_ray_logs
     from raylab.results import ResultsError
 
+    quiet_ray_logs()  # also for `collect` and `table`, which read Tune's state without the runner
     top = parser()
     args, extra = top.parse_known_args(argv)
     # `raylab run FILE --smoke key=value`: overrides may also come after the flags.

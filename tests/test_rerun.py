@@ -115,7 +115,9 @@ def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp
     # TensorBoard's x-axis: Tune's event-file logger takes `timesteps_total`, which is the training step.
     assert all(row["timesteps_total"] == row["step"] for row in rows)
     if importlib.util.find_spec("tensorboardX"):  # the `tensorboard` extra: read the event files themselves
-        assert event_steps(sweep_dir, "ray/tune/val/loss") == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+        steps = event_steps(sweep_dir, "ray/tune/val/loss")
+        # Training steps (up to 20), not report indices (up to 10); a point just before the Ctrl-C may be missing.
+        assert steps[-1] == STEPS and set(steps) <= set(val_steps) and len(steps) >= len(val_steps) - 2, steps
     assert raylab_module.load_curves(sweep_dir).equals(curves)  # the public loader (docs/python.md)
 
 
