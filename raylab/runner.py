@@ -214,6 +214,10 @@ class ProgressPrinter(tune.Callback):
         self.start = time.monotonic()
         self.last_tally = self.start
 
+    def setup(self, **info: Any) -> None:
+        # At every start, restores included: the clock pickled in tuner.pkl is another process's.
+        self.start = self.last_tally = time.monotonic()
+
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
