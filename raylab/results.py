@@ -127,6 +127,9 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
     points = curve_points(trial_id, results)
     if status == "finished" and any(r.get("diverged") for r in results):
         status = "diverged"
+    if status == "pending" and results:
+        status = "unfinished"  # Tune files an interrupted trial as PENDING again; it did train
+
     provenance = runtime.get("provenance", {})
     row: dict[str, Any] = {
         "trial_id": trial_id,
@@ -198,18 +201,9 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
         if trial["config_hash"] not in seen_hashes:
             config = {"trial": trial, "runtime": manifest.get("runtime", {})}
             rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+    order = {trial["config_hash"]: index for index, trial in enumerate(manifest["trials"])}
+    rows.sort(key=lambda row: order.get(row[0]["config_hash"], len(order)))  # the sweep file's order, which tables keep
     return rows
-
-
-def completed_config_hashes(sweep_location: str | Path) -> set[str]:
-    """Hashes of trials that finished (or diverged) in any earlier run of a sweep."""
-    if not storage.is_dir(sweep_location):
-        return set()
-    done = set()
-    with storage.local_copy(sweep_location) as local:
-        for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
-            done.update(row["config_hash"] for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
-    return done
 
 
 def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

@@ -6,6 +6,7 @@ without it, e.g. on a GPU machine that has PyTorch but no Ray.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from typing import Any
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune's default loggers write progress.csv and TensorBoard events for every trial (and import
-# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is the one kept.
+# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is kept, and the
+# TensorBoard one only where the `tensorboard` extra is installed (see logger_callbacks).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
@@ -28,19 +30,27 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab import storage  # noqa: E402
+from raylab.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results import MANIFEST, last_line, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
-from raylab.trainable import train  # noqa: E402
+from raylab.trainable import DATA_DIR_ENV, train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
+quiet_ray_logs()
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Attach to a cluster at `address`, or start the embedded local Ray (the default)."""
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, data_dir: str | None = None) -> None:
+    """Attach to a cluster at `address`, or start the embedded local Ray (the default).
+
+    `data_dir` (from --data-dir) reaches every trial of this driver, restored ones included, whose
+    stored configs may name another machine's data folder.
+    """
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if data_dir:
+        options["runtime_env"] = {"env_vars": {DATA_DIR_ENV: data_dir}}
     if address:
         ray.init(address=address, **options)
     else:
@@ -103,9 +113,20 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter(), JsonLoggerCallback()],
+        callbacks=[ProgressPrinter(), *logger_callbacks()],
     )
     return tune_config, run_config
+
+
+def logger_callbacks() -> list[Any]:
+    """result.json always; TensorBoard event files (x axis: the training step, reported as
+    `timesteps_total`) when tensorboardX is installed (`pip install -e '.[tensorboard]'`)."""
+    callbacks: list[Any] = [JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    return callbacks
 
 
 def write_manifest(run_dir: str, sweep: Sweep, trials: list[dict], runtime: dict) -> None:
@@ -150,9 +171,11 @@ def needs_resume(run_dir: str, errored: str) -> bool:
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 
 
-def resume_run(run_dir: str, errored: str) -> None:
+def resume_run(run_dir: str, errored: str) -> bool:
     """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
-    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay."""
+    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay.
+
+    Returns False when the run still has unfinished trials afterwards (it was interrupted again)."""
     manifest = json.loads(storage.read_text(storage.join(run_dir, MANIFEST)))
     print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
     tuner = tune.Tuner.restore(
@@ -163,6 +186,7 @@ def resume_run(run_dir: str, errored: str) -> None:
         restart_errored=errored == "restart",
     )
     tuner.fit()
+    return not needs_resume(run_dir, "skip")
 
 
 def check_storage_shared(sweep: Sweep) -> None:
@@ -210,6 +234,10 @@ class ProgressPrinter(tune.Callback):
         self.tally_every_s = tally_every_s
         self.start = time.monotonic()
         self.last_tally = self.start
+
+    def setup(self, **info: Any) -> None:
+        # At every start, restores included: the clock pickled in tuner.pkl is another process's.
+        self.start = self.last_tally = time.monotonic()
 
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)

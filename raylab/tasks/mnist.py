@@ -157,6 +157,9 @@ class MNISTTask:
     def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
         return {"acc": (outputs.argmax(-1) == targets).float().mean().item()}
 
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss", "acc")
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         images, labels = self._images[split], self._labels[split]
         size = self.eval_batch_size

@@ -166,6 +166,9 @@ class PTBTask:
         scaled = {"bpc": loss / math.log(2)} if self.level == "char" else {"ppl": math.exp(min(loss, 50.0))}
         return {"loss": loss, **scaled, "acc": acc}
 
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(self.named_metrics(0.0, 0.0))
+
     def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
         metrics = self.named_metrics(self.loss(outputs, targets).item(), (outputs.argmax(-1) == targets).float().mean().item())
         del metrics["loss"]  # the loop records the loss itself
