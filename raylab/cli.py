@@ -1,7 +1,8 @@
 """`raylab` command line: one small function per subcommand.
 
 Exit codes: 0 success; 1 the sweep ran but some trial errored; 2 bad input (sweep file, override,
-argument or path), reported as one line on stderr before anything is scheduled or written.
+argument or path), reported as one line on stderr before anything is scheduled or written; 130
+interrupted (Ctrl-C), with the `raylab resume` command that continues. See docs/errors.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from raylab.typecheck import ConfigError
 
 EXIT_TRIAL_ERRORS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
 
 class UsageError(ValueError):
@@ -35,12 +37,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
+    check_storage_and_data(sweep, data_dir)
 
     from raylab import runner
     from raylab.provenance import provenance
     from raylab.results import completed_config_hashes
 
     sweep_dir = runner.sweep_directory(sweep)
+    if args.smoke:
+        print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
     done = completed_config_hashes(sweep_dir)  # a re-run or a grown sweep skips what already finished
     trials = [t for t in sweep.trials if t["config_hash"] not in done]
     if len(trials) < len(sweep.trials):
@@ -50,8 +55,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.check_cluster_resources(sweep, attached=bool(args.address))
         runner.check_storage_shared(sweep)
         runtime = {"data_dir": data_dir, "provenance": provenance()}
-        runner.run_sweep(sweep, trials, runtime)
+        try:
+            runner.run_sweep(sweep, trials, runtime)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, sweep_dir)
     return finish(sweep_dir)
+
+
+def check_storage_and_data(sweep, data_dir: str | None) -> None:
+    """Storage and data problems as one line naming the sweep file, before Ray starts."""
+    from raylab.checks import check_data, check_storage
+
+    try:
+        check_storage(sweep.spec.storage)
+        check_data(sweep.trials, data_dir)
+    except ConfigError as error:
+        raise ConfigError(f"{sweep.path}: {error}") from None
+
+
+def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
+    """Ctrl-C: what finished and what did not (from the saved experiment state), and how to go on."""
+    print(f"\nraylab: interrupted: {interrupted}; continue with:\n  raylab resume {sweep_dir}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def finish(sweep_dir: str) -> int:
@@ -74,8 +99,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
         runner.start_ray(args.address, num_cpus=args.num_cpus)
-        for run in pending:
-            runner.resume_run(run, args.errored)
+        try:
+            for run in pending:
+                runner.resume_run(run, args.errored)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, location)
     is_one_run = storage.exists(storage.join(location, MANIFEST))
     return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
 
@@ -315,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError, ResultsError) as error:
         print(f"raylab: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nraylab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

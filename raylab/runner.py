@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +32,41 @@ from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
+SIGINT_SEEN = threading.Event()  # set by ProgressPrinter's handler: Tune itself swallows the first Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message is the honest tally from the saved experiment state."""
+
+
+def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
+    """`tuner.fit()`, raising Interrupted when Ctrl-C stopped it (Tune returns normally after the first
+    Ctrl-C, having saved the experiment state, and raises KeyboardInterrupt after a second)."""
+    SIGINT_SEEN.clear()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(saved_tally(run_dir)) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)  # Tune leaves its handler installed: Ctrl-C would do nothing later
+    if SIGINT_SEEN.is_set():
+        raise Interrupted(saved_tally(run_dir))
+
+
+def saved_tally(run_dir: str) -> str:
+    """`2 of 4 trials finished, 2 not finished`, from the state Tune saved (what a resume starts from)."""
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")  # "failed to fetch metrics" of unstarted trials
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        statuses = [trial.status for trial in tune.ExperimentAnalysis(run_dir).trials]
+    except (FileNotFoundError, ValueError, RuntimeError):
+        return "no trial state was saved yet"
+    finally:
+        quiet.setLevel(level)
+    finished = sum(status == "TERMINATED" for status in statuses)
+    return f"{finished} of {len(statuses)} trials finished, {len(statuses) - finished} not finished"
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -127,7 +164,7 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
         run_config=run_config,
     )
     print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
     return run_dir
 
 
@@ -152,7 +189,7 @@ def resume_run(run_dir: str, errored: str) -> None:
         resume_errored=errored == "resume",
         restart_errored=errored == "restart",
     )
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
 
 
 def check_storage_shared(sweep: Sweep) -> None:
@@ -201,6 +238,24 @@ class ProgressPrinter(tune.Callback):
         self.start = time.monotonic()
         self.last_tally = self.start
 
+    def setup(self, **info: Any) -> None:
+        """Note a Ctrl-C before Tune's handler (installed just before this) takes it: Tune then ends
+        the run normally, and only this flag tells the runner that trials were left unfinished."""
+        try:
+            tune_handler = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return
+
+        def note_and_pass_on(signum: int, frame: Any) -> None:
+            SIGINT_SEEN.set()
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, note_and_pass_on)
+        except ValueError:  # not the main thread: no signals here
+            pass
+
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
@@ -229,7 +284,8 @@ class ProgressPrinter(tune.Callback):
             self._print(tally(trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._print(tally(trials))
+        if not SIGINT_SEEN.is_set():  # after Ctrl-C, Tune's statuses are not the truth; the runner reports
+            self._print(tally(trials))
 
 
 def tally(trials: list) -> str:
