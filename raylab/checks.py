@@ -22,6 +22,7 @@ MAX_NODES = 100_000  # YAML aliases can make a small file expand without bound (
 MAX_NAME_LENGTH = 100  # folder names: the name, "-smoke" and Tune's run and trial folders stay far below 255 bytes
 SEED_LIMIT = 2**32  # NumPy's seeds are 32-bit: larger seeds would alias (s and s + 2**32 train identically)
 MAX_PARAMETERS = 2**33  # 16 bytes each (weights, gradients, two optimizer moments) exceed any single accelerator
+REACH_TIMEOUT_S = 10  # a bucket that has not answered by then is unreachable
 # Optimizer options that the other optimizer ignores: setting one is a mistake, not a no-op.
 ONLY_FOR = {"alpha": "rmsprop", "betas": "adam"}
 
@@ -194,7 +195,7 @@ def check_storage(location: str) -> None:
         import pyarrow.fs as pafs
 
         try:
-            fs, path = storage.filesystem(location)
+            fs, path = answering_filesystem(location)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
             scheme = location.split("://", 1)[0]
             raise ConfigError(f"storage: {location}: unknown or unsupported URI scheme {scheme!r} ({first_line(error)})") from None
@@ -217,9 +218,25 @@ def check_storage(location: str) -> None:
         raise ConfigError(f"storage: {location}: {existing} is not writable")
 
 
-def first_line(error: BaseException) -> str:
+def answering_filesystem(location: str) -> tuple[Any, str]:
+    """storage.filesystem, but a Google Cloud Storage client that gives up after REACH_TIMEOUT_S
+    (its default retries for 15 minutes when there are no credentials or no network)."""
+    from datetime import timedelta
+
+    import pyarrow.fs as pafs
+
+    from raylab import storage
+
+    scheme, _, path = location.partition("://")
+    if scheme in ("gs", "gcs") and "?" not in path:
+        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=REACH_TIMEOUT_S)), path
+    return storage.filesystem(location)
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def check_data(trials: list[dict], data_dir: str | None) -> None:

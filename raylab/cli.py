@@ -93,6 +93,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from raylab.results import MANIFEST, run_locations
 
     location = storage.absolute(args.experiment)
+    if not storage.is_dir(location):
+        raise UsageError(f"{args.experiment}: not a folder; give a sweep folder (<storage>/<name>) or one of its run-* folders")
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
@@ -147,11 +149,24 @@ def cmd_table(args: argparse.Namespace) -> int:
     for path in args.experiment:
         if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
             collect(path)
+        else:
+            recollect_if_stale(path)
     if args.layout == "paper" or args.compare:
         return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
     if len(args.experiment) > 1:
         raise UsageError("several experiments make one table only with --layout paper (or --compare)")
     return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+
+
+def recollect_if_stale(path: str) -> None:
+    """Never serve a table from a Parquet file older than the trials it summarizes: collect again, and say so."""
+    from raylab import storage
+    from raylab.results import collect, newer_than_trials_file
+
+    changed = newer_than_trials_file(path) if storage.is_dir(path) else None
+    if changed is not None:
+        print(f"raylab: {changed} changed after the last collect; collecting again", file=sys.stderr, flush=True)
+        collect(path)
 
 
 def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
@@ -185,6 +200,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     name = f"{args.metric.replace('/', '_')}.png"
     # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
     out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
+    if not Path(out).resolve().parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    recollect_if_stale(args.experiment)
     written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
     print(f"wrote {written}")
     return 0
@@ -244,6 +262,17 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [item for value in values for item in value.split(",") if item]
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: `--decimals 3`; a negative or non-integer value is a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="raylab", description="Sweeps of recurrent networks on Ray Tune.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -281,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--metric", action="append", help="metrics, e.g. val/loss (default: all val/ and test/)")
     table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
     table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial")
-    table.add_argument("--decimals", type=int, help="fixed decimals (default: from the standard error)")
+    table.add_argument("--decimals", type=non_negative_int, help="fixed decimals (default: from the standard error)")
     table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first")
     table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T)")
     table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/)")

@@ -77,7 +77,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+        # "local": always a new embedded Ray, never a `ray start` cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
 
 
 def check_cluster_resources(sweep: Sweep, attached: bool) -> None:
