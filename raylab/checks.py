@@ -131,38 +131,54 @@ def check_optimizer_options(data: dict) -> None:
                 raise ConfigError(f"{where}.{key}: only applies to {wanted}, but the optimizer is {name}")
 
 
-def check_distinct_trials(trials: list[dict], variant_labels: list[str]) -> None:
-    """No trial twice, and one configuration per table row (task, label, hidden size) across seeds.
+def check_variant_labels(spec: Any) -> None:
+    """One label, one configuration: two variants under one label (e.g. `rnn` and `lstm` both labelled
+    X, or two unlabelled `lstm` with different learning rates) would be averaged into one table row.
 
-    Two variants under one label (e.g. `rnn` and `lstm` both labelled X) would be averaged into one
-    row; identical variants would train the same trials twice.
+    Variants that share a label but have explicitly disjoint `hidden_sizes` make distinct rows and
+    are allowed (e.g. a learning rate per size). Labels are compared within the `variants` list only.
     """
-    by_hash: dict[str, dict] = {}
-    by_row: dict[tuple, dict] = {}
+    from raylab.config import dump, merged_optimizer
+    from raylab.model import check_cell_spec
+
+    seen: dict[str, int] = {}
+    for index in range(len(spec.variants)):
+        label = spec.variant_label(index)
+        first = seen.setdefault(label, index)
+        if first == index:
+            continue
+        a, b = spec.variants[first], spec.variants[index]
+        if a.hidden_sizes is not None and b.hidden_sizes is not None and not set(a.hidden_sizes) & set(b.hidden_sizes):
+            continue
+        differing = [
+            name
+            for name, left, right in (
+                ("cell", check_cell_spec(a.cell, f"variants[{first}].cell"), check_cell_spec(b.cell, f"variants[{index}].cell")),
+                ("optimizer", dump(merged_optimizer(spec, first)), dump(merged_optimizer(spec, index))),
+                ("hidden_sizes", a.hidden_sizes, b.hidden_sizes),
+            )
+            if left != right
+        ]
+        if differing:
+            raise ConfigError(
+                f"variants[{index}].label: {label!r} is also variants[{first}]'s label, with a different "
+                f"{' and '.join(differing)}; one table row would average both: give each variant its own label"
+            )
+        raise ConfigError(f"variants[{index}]: repeats variants[{first}] (same label, cell, optimizer and sizes): its trials would run twice")
+
+
+def check_distinct_trials(trials: list[dict]) -> None:
+    """No trial computed twice: identical variants under different labels, two budgets that solve to
+    the same hidden size, a size in a variant's own list and the sweep's."""
+    seen: dict[str, dict] = {}
     for trial in trials:
-        row = (trial.get("task_label", ""), trial["variant"], trial["hidden_size"], trial.get("budget"))
-        same = by_hash.get(trial["config_hash"])
-        if same is not None:
+        first = seen.setdefault(trial["config_hash"], trial)
+        if first is not trial:
+            twice = f"{first['variant']!r} and {trial['variant']!r}" if first["variant"] != trial["variant"] else repr(trial["variant"])
             raise ConfigError(
-                f"variants: {describe_row(row, variant_labels)}: identical trials (hidden size {trial['hidden_size']}, "
-                f"seed {trial['seed']}) would run twice; remove the repeated variant, size or budget"
+                f"variants: identical trials ({twice}, hidden size {trial['hidden_size']}, seed {trial['seed']}) "
+                "would run twice; remove the repeated variant, size or budget"
             )
-        by_hash[trial["config_hash"]] = trial
-        without_seed = {k: v for k, v in trial.items() if k not in ("seed", "config_hash", "variant", "task_label")}
-        first = by_row.setdefault(row, without_seed)
-        if first != without_seed:
-            differing = sorted(k for k in without_seed if without_seed[k] != first.get(k))
-            raise ConfigError(
-                f"variants: {describe_row(row, variant_labels)}: label {trial['variant']!r} names two different "
-                f"configurations (they differ in {', '.join(differing)}); give each variant its own label"
-            )
-
-
-def describe_row(row: tuple, variant_labels: list[str]) -> str:
-    """`variants[0] and variants[2]` (those with the row's label), the task options when there are several."""
-    indices = [f"variants[{i}]" for i, label in enumerate(variant_labels) if label == row[1]]
-    text = " and ".join(indices) or f"label {row[1]!r}"
-    return f"{text} ({row[0]})" if row[0] else text
 
 
 def check_hidden_size(hidden_size: int, where: str) -> None:

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from raylab.budget import model_counter, solve_hidden_size
-from raylab.checks import check_distinct_trials, check_hidden_size, check_model_size, check_optimizer_options, check_plain_data
+from raylab.checks import (
+    check_distinct_trials,
+    check_hidden_size,
+    check_model_size,
+    check_optimizer_options,
+    check_plain_data,
+    check_variant_labels,
+)
 from raylab.config import (
     ConfigError,
     SweepSpec,
@@ -113,12 +120,13 @@ def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False)
 
 def resolve_trials(spec: SweepSpec) -> list[dict]:
     """Check every cell, task and optimizer, build each model once, and expand the grid."""
+    check_variant_labels(spec)
     wheres = ["task"] if isinstance(spec.task, dict) else [f"task[{i}]" for i in range(len(spec.task))]
     task_specs = [check_options(TASKS, raw, where) for raw, where in zip(spec.task_specs(), wheres)]
     trials = []
     for task_spec, where in zip(task_specs, wheres):
         trials += resolve_task_trials(spec, task_spec, where, task_label(task_spec, task_specs))
-    check_distinct_trials(trials, [spec.variant_label(i) for i in range(len(spec.variants))])
+    check_distinct_trials(trials)
     return trials
 
 

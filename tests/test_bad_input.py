@@ -69,15 +69,23 @@ FILE_PROBLEMS = {
     "seed beyond 64 bits": (sweep_text(seeds=[2**70]), "seeds[0]: 1180591620717411303424 is outside"),
     "one label, two configs": (
         sweep_text(variants=[{"cell": {"name": "rnn"}, "label": "X"}, {"cell": {"name": "lstm"}, "label": "X"}]),
-        "variants: variants[0] and variants[1]: label 'X' names two different configurations (they differ in cell, n_params)",
+        "variants[1].label: 'X' is also variants[0]'s label, with a different cell; one table row would average both",
     ),
     "default labels collide": (
         sweep_text(variants=[{"cell": {"name": "lstm"}}, {"cell": {"name": "lstm"}, "optimizer": {"lr": 0.01}}]),
-        "label 'lstm' names two different configurations (they differ in optimizer)",
+        "variants[1].label: 'lstm' is also variants[0]'s label, with a different optimizer",
     ),
-    "identical variants": (
+    "repeated variant": (
+        sweep_text(variants=[{"cell": {"name": "lstm"}}, {"cell": {"name": "lstm"}}]),
+        "variants[1]: repeats variants[0] (same label, cell, optimizer and sizes): its trials would run twice",
+    ),
+    "identical variants, two labels": (
         sweep_text(variants=[{"cell": {"name": "lstm"}, "label": "A"}, {"cell": {"name": "lstm"}, "label": "B"}]),
-        "variants: variants[1]: identical trials (hidden size 8, seed 0) would run twice",
+        "variants: identical trials ('A' and 'B', hidden size 8, seed 0) would run twice",
+    ),
+    "two budgets, one size": (
+        sweep_text(variants=[{"cell": {"name": "lstm"}}], hidden_sizes=None, budget={"n_params": [1000, 1001]}),
+        "variants: identical trials ('lstm', hidden size",
     ),
     "hidden size twice": (sweep_text(hidden_sizes=[8, 16, 8]), "hidden_sizes[2]: 8 is listed twice"),
     "variant hidden size twice": (
@@ -106,6 +114,13 @@ def test_validate_reports_the_same_line(tmp_path, capsys):
 def test_a_nan_override_is_refused(tmp_path, capsys):
     text = sweep_text(storage=str(tmp_path / "results"))
     assert_refused_before_anything(tmp_path, capsys, text, "optimizer.lr: must be a finite number, got nan", args=("optimizer.lr=.nan",))
+
+
+def test_one_label_over_disjoint_sizes_is_one_configuration_per_row(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    variants = [{"cell": {"name": "lstm"}, "label": "LSTM", "hidden_sizes": [8]}, {"cell": {"name": "lstm"}, "label": "LSTM", "hidden_sizes": [16], "optimizer": {"lr": 0.01}}]
+    path.write_text(sweep_text(variants=variants))
+    assert main(["validate", str(path)]) == 0
 
 
 def test_a_sweep_level_alpha_stays_valid_beside_an_adam_variant(tmp_path):
