@@ -54,6 +54,10 @@ FILE_PROBLEMS = {
     "duplicate key": ("name: first\n" + sweep_text(), ": key 'name' given twice (first on line 1)"),
     "deep nesting": (sweep_text() + "description: " + "[" * 40 + "]" * 40 + "\n", "nested too deeply"),
     "absurd nesting": (sweep_text() + "description: " + "[" * 1000 + "]" * 1000 + "\n", "nested too deeply"),
+    "aliases expanding without bound": (
+        sweep_text() + "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcde", "bcdef")),
+        "more than 100000 values (YAML aliases expanding without bound?)",
+    ),
     "nan": (sweep_text(optimizer={"lr": float("nan")}), "optimizer.lr: must be a finite number, got nan"),
     "infinity": (sweep_text(training={"steps": 4, "eval_every": 2}, max_failures=0, optimizer={"clip_grad_norm": float("inf")}), "optimizer.clip_grad_norm: must be a finite number, got inf"),
     "alpha with adam": (sweep_text(optimizer={"name": "adam", "alpha": 0.9}), "optimizer.alpha: only applies to rmsprop, but the optimizer is adam"),
