@@ -161,11 +161,22 @@ def test_bad_storage_is_one_line_before_ray_starts(tmp_path, capsys, case, monke
     assert_refused_before_anything(tmp_path, capsys, sweep_text(storage=location(tmp_path)), expected)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: no unwritable folder to test with")
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write: a read-only one of its own, or (root writes anywhere) a
+    read-only mount such as /proc/sys."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        return locked
+    if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK):
+        return Path("/proc/sys")
+    pytest.skip("running as root with no read-only folder to test with")
+
+
 def test_unwritable_storage_is_one_line(tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    assert_refused_before_anything(tmp_path, capsys, sweep_text(storage=str(locked / "results")), "is not writable")
+    folder = unwritable_folder(tmp_path)
+    assert_refused_before_anything(tmp_path, capsys, sweep_text(storage=str(folder / "results")), f"storage: {folder}/results: {folder} is not writable")
+    assert not (folder / "results").exists()
 
 
 def test_missing_data_with_downloads_off_is_found_on_the_driver(tmp_path, capsys):

@@ -86,7 +86,10 @@ def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, cap
     trials = pd.read_parquet(smoke_dir / "trials.parquet")
     assert list(trials["status"]) == ["finished"]
 
-    # A trial result written after the Parquet: the table is collected again, and says so.
+    # Right after the run the Parquet is fresh: no collect. A trial result written after it: the
+    # table is collected again, and says so.
+    assert main(["table", str(smoke_dir)]) == 0
+    assert "collecting again" not in capsys.readouterr().err
     result = next(smoke_dir.glob("run-*/*/result.json"))
     later = time.time() + 5
     os.utime(result, (later, later))
