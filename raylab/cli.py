@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
-    check_storage_and_data(sweep, data_dir)
+    check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
     from raylab import runner
     from raylab.provenance import provenance
@@ -62,15 +62,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return finish(sweep_dir)
 
 
-def check_storage_and_data(sweep, data_dir: str | None) -> None:
-    """Storage and data problems as one line naming the sweep file, before Ray starts."""
+def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) -> None:
+    """Storage and data problems as one line naming the sweep file, before Ray starts.
+
+    On an attached cluster, missing data on the driver's machine is a warning: the trials run on
+    other nodes, which may have the data where this one does not (as with resources, runner.py).
+    """
     from raylab.checks import check_data, check_storage
 
     try:
         check_storage(sweep.spec.storage)
-        check_data(sweep.trials, data_dir)
     except ConfigError as error:
         raise ConfigError(f"{sweep.path}: {error}") from None
+    try:
+        check_data(sweep.trials, data_dir)
+    except ConfigError as error:
+        if not attached:
+            raise ConfigError(f"{sweep.path}: {error}") from None
+        print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
 
 
 def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:

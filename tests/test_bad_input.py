@@ -185,6 +185,18 @@ def test_missing_data_with_downloads_off_is_found_on_the_driver(tmp_path, capsys
     assert_refused_before_anything(tmp_path, capsys, text, f"task 'mnist': {empty}/MNIST/raw/train-images-idx3-ubyte.gz: missing data file")
 
 
+def test_missing_data_on_an_attached_clusters_driver_is_a_warning(tmp_path, capsys):
+    """The trials run on other nodes, which may have the data that the driver's machine lacks."""
+    from raylab.cli import check_storage_and_data
+    from raylab.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep_text(task={"name": "mnist", "download": False, "data_dir": str(tmp_path / "no-data")}, storage=str(tmp_path / "results")))
+    check_storage_and_data(load_sweep(path), None, attached=True)
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"raylab: warning: {path}: task 'mnist': ") and warning.endswith("on this machine; the cluster's nodes must have it")
+
+
 def test_corrupt_data_file_is_found_on_the_driver(tmp_path, capsys, shared_data):
     data = tmp_path / "data" / "ptb-char"
     data.mkdir(parents=True)
