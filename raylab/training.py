@@ -23,6 +23,7 @@ from raylab.metrics import metric_mode
 from raylab.model import SequenceModel, build_model, detach_state
 from raylab.optim import build_optimizer
 from raylab.registry import build
+from raylab.schedules import LrSchedule
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
 from raylab.typecheck import from_mapping
@@ -85,20 +86,6 @@ class Progress:
         return means
 
 
-def decay_on_plateau(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, progress: Progress) -> None:
-    """Multiply every group's lr by `lr_decay_on_plateau` once the metric stalled past the patience.
-
-    nnRNN's PTB script halves both optimizers' lr after every epoch whose validation loss is not the
-    best so far (factor 0.5, patience 0, one evaluation per epoch). The lr lives in the optimizer's
-    state dict, so a restored trial continues with the decayed value.
-    """
-    if spec.lr_decay_on_plateau is None or progress.stale_evals <= spec.lr_decay_patience:
-        return
-    for group in optimizer.param_groups:
-        group["lr"] *= spec.lr_decay_on_plateau
-    progress.stale_evals = 0
-
-
 def pick_device() -> torch.device:
     """CUDA when Ray gave this trial a GPU (Ray hides GPUs from trials that asked for none)."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -126,19 +113,21 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     task, model, optimizer = build_trial(trial, optimizer_spec, device, data_dir)
     schedule = Schedule.of(from_mapping(TrainingSpec, trial["training"], "training"), task)
     progress = Progress()
+    lr_schedule = LrSchedule(optimizer_spec)  # plateau and step decay, reloads, the stop (raylab.schedules)
     if restored is not None:
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         progress = Progress(**restored["progress"])
+        lr_schedule.load_state_dict(restored.get("schedule"))
         torch.set_rng_state(restored["torch_rng"])  # e.g. dropout masks continue as uninterrupted
     mode = metric_mode(task.primary_metric)
 
     def checkpoint() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": dataclasses.asdict(progress), "torch_rng": torch.get_rng_state()}
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": dataclasses.asdict(progress), "torch_rng": torch.get_rng_state(), "schedule": lr_schedule.state_dict()}
 
     state = None
     model.train()
-    while progress.step < schedule.total_steps:
+    while progress.step < schedule.total_steps and not lr_schedule.stopped:
         batch = task.train_batch(progress.step, trial["seed"])
         state = None if batch.reset_state else detach_state(state)
         outputs, state = model(batch.inputs, state)
@@ -159,17 +148,20 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
         model.after_optimizer_step()
         progress.step += 1
         progress.add_train({"loss": loss.item(), **task.batch_metrics(outputs.detach(), batch.targets)})
+        lr_schedule.after_step(optimizer, model, progress)  # step decay, before this step's checkpoint
 
-        if progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps:
+        if progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps or lr_schedule.stopped:
             metrics = {**schedule.position(progress.step), **progress.pop_train_means(), **evaluate_splits(task, model, task.eval_splits)}
             value = metrics.get(task.primary_metric, math.nan)
             if is_better(value, progress.best_value, mode):
                 progress.best_value = value
-                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()} if task.final_splits else None
+                keep = task.final_splits or lr_schedule.reloads_best
+                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()} if keep else None
                 progress.stale_evals = 0
+                lr_schedule.on_best(optimizer)
             else:
                 progress.stale_evals += 1
-                decay_on_plateau(optimizer, optimizer_spec, progress)
+                lr_schedule.after_stale_evaluation(optimizer, model, progress)
             report(metrics, checkpoint())
 
     if task.final_splits and progress.best_model is not None:
