@@ -63,11 +63,15 @@ def default_metrics(trials: pd.DataFrame, stat: str) -> list[str]:
     return sorted(evaluated or names)
 
 
-def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: Sequence[str] | None = None, stat: str = "final") -> pd.DataFrame:
-    """One row per group: for each metric, `<metric>.mean`, `.sem` and `.n`; plus failure counts."""
+def check_group_columns(trials: pd.DataFrame, by: Sequence[str]) -> None:
     missing = [c for c in by if c not in trials.columns]
     if missing:
         raise ResultsError(f"--by: no column {missing[0]!r} (columns include: {', '.join(c for c in trials.columns if not c.startswith(('final/', 'best/')))})")
+
+
+def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: Sequence[str] | None = None, stat: str = "final") -> pd.DataFrame:
+    """One row per group: for each metric, `<metric>.mean`, `.sem` and `.n`; plus failure counts."""
+    check_group_columns(trials, by)
     metrics = list(metrics or default_metrics(trials, stat))
     for metric in metrics:
         if f"{stat}/{metric}" not in trials.columns:
@@ -178,6 +182,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
 
     trials = load_trials(path)
     by = list(by or default_group(trials))
+    check_group_columns(trials, by)
     curves = load_curves(path)
     available = sorted(curves["metric"].unique())
     if metric not in available:

@@ -1,7 +1,8 @@
 """`raylab` command line: one small function per subcommand.
 
 Exit codes: 0 success; 1 the sweep ran but some trial errored; 2 bad input (sweep file, override,
-argument or path), reported as one line on stderr before anything is scheduled or written.
+argument or path), reported as one line on stderr before anything is scheduled or written; 130
+interrupted (Ctrl-C), with the `raylab resume` command that continues. See docs/errors.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from raylab.typecheck import ConfigError
 
 EXIT_TRIAL_ERRORS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
 
 class UsageError(ValueError):
@@ -45,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
+    check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
     from raylab import rerun, runner
     from raylab.provenance import provenance
@@ -52,6 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep_dir = runner.sweep_directory(sweep)
     # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
     # interrupted from its checkpoints, start the rest (raylab/rerun.py).
+    if args.smoke:
+        print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
     plan = rerun.plan_rerun(sweep.trials, rerun.earlier_runs(sweep_dir))
     if args.dry_run:
         from raylab.preview import dry_run_lines
@@ -69,13 +74,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
         runner.check_cluster_resources(sweep, attached=bool(args.address))
         runner.check_storage_shared(sweep)
-        for run in plan.continued:
-            if not runner.resume_run(run, errored="skip"):
-                return finish(sweep_dir)  # interrupted again: the rest waits for the next `raylab run`
-        if plan.new:
-            runtime = {"data_dir": data_dir, "provenance": provenance()}
-            runner.run_sweep(sweep, plan.new, runtime)
+        try:
+            for run in plan.continued:
+                if not runner.resume_run(run, errored="skip"):
+                    return finish(sweep_dir)  # still unfinished: the rest waits for the next `raylab run`
+            if plan.new:
+                runtime = {"data_dir": data_dir, "provenance": provenance()}
+                runner.run_sweep(sweep, plan.new, runtime)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, sweep_dir)
     return finish(sweep_dir)
+
+
+def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) -> None:
+    """Storage and data problems as one line naming the sweep file, before Ray starts.
+
+    On an attached cluster, missing data on the driver's machine is a warning: the trials run on
+    other nodes, which may have the data where this one does not (as with resources, runner.py).
+    """
+    from raylab.checks import check_data, check_storage
+
+    try:
+        check_storage(sweep.spec.storage)
+    except ConfigError as error:
+        raise ConfigError(f"{sweep.path}: {error}") from None
+    try:
+        check_data(sweep.trials, data_dir)
+    except ConfigError as error:
+        if not attached:
+            raise ConfigError(f"{sweep.path}: {error}") from None
+        print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
+
+
+def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
+    """Ctrl-C: what finished and what did not (from the saved experiment state), and how to go on."""
+    print(f"\nraylab: interrupted: {interrupted}; continue with:\n  raylab resume {sweep_dir}\n(or run the same `raylab run` command again)", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def finish(sweep_dir: str) -> int:
@@ -93,14 +127,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     data_dir = resolve_data_dir(args.data_dir)  # bad input fails before anything starts
     location = storage.absolute(args.experiment)
+    if not storage.is_dir(location):
+        raise UsageError(f"{args.experiment}: not a folder; give a sweep folder (<storage>/<name>) or one of its run-* folders")
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
         print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
         runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
-        for run in pending:
-            runner.resume_run(run, args.errored)
+        try:
+            for run in pending:
+                runner.resume_run(run, args.errored)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, location)
     is_one_run = storage.exists(storage.join(location, MANIFEST))
     return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
 
@@ -146,11 +185,24 @@ def cmd_table(args: argparse.Namespace) -> int:
     for path in args.experiment:
         if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
             collect(path)
+        else:
+            recollect_if_stale(path)
     if args.layout == "paper" or args.compare:
         return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
     if len(args.experiment) > 1:
         raise UsageError("several experiments make one table only with --layout paper (or --compare)")
     return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+
+
+def recollect_if_stale(path: str) -> None:
+    """Never serve a table from a Parquet file older than the trials it summarizes: collect again, and say so."""
+    from raylab import storage
+    from raylab.results import collect, newer_than_trials_file
+
+    changed = newer_than_trials_file(path) if storage.is_dir(path) else None
+    if changed is not None:
+        print(f"raylab: {changed} changed after the last collect; collecting again", file=sys.stderr, flush=True)
+        collect(path)
 
 
 def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
@@ -186,6 +238,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     name = f"{args.metric.replace('/', '_')}.png"
     # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
     out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
+    if not Path(out).resolve().parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    recollect_if_stale(args.experiment)
     written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
     print(f"wrote {written}")
     return 0
@@ -241,6 +296,17 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [item for value in values for item in value.split(",") if item]
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: `--decimals 3`; a negative or non-integer value is a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="raylab", description="Sweeps of recurrent networks on Ray Tune.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -280,7 +346,7 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--metric", action="append", help="metrics, e.g. val/loss (default: all val/ and test/)")
     table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown", help="output format (default: markdown)")
     table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial (default: final)")
-    table.add_argument("--decimals", type=int, help="fixed decimals (default: from the standard error)")
+    table.add_argument("--decimals", type=non_negative_int, help="fixed decimals (default: from the standard error)")
     table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first (default: only when trials.parquet is missing)")
     table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T) (default: default, one row per group)")
     table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/) (default: none)")
@@ -344,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError, ResultsError) as error:
         print(f"raylab: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nraylab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +40,37 @@ from raylab.typecheck import ConfigError  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 quiet_ray_logs()
+SIGINT_SEEN = threading.Event()  # set by ProgressPrinter's handler: Tune itself swallows the first Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message is the honest tally from the saved experiment state."""
+
+
+def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
+    """`tuner.fit()`, raising Interrupted when Ctrl-C stopped it (Tune returns normally after the first
+    Ctrl-C, having saved the experiment state, and raises KeyboardInterrupt after a second)."""
+    SIGINT_SEEN.clear()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(saved_tally(run_dir)) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)  # Tune leaves its handler installed: Ctrl-C would do nothing later
+    if SIGINT_SEEN.is_set():
+        raise Interrupted(saved_tally(run_dir))
+
+
+def saved_tally(run_dir: str) -> str:
+    """`2 of 4 trials finished, 2 not finished`, from the state Tune saved (what a resume starts from)."""
+    try:
+        statuses = [trial.status for trial in tune_trials(run_dir)]
+    except (FileNotFoundError, ValueError, RuntimeError):
+        return "no trial state was saved yet"
+    finished = sum(status == "TERMINATED" for status in statuses)
+    return f"{finished} of {len(statuses)} trials finished, {len(statuses) - finished} not finished"
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, data_dir: str | None = None) -> None:
@@ -158,7 +191,7 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
         run_config=run_config,
     )
     print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
     return run_dir
 
 
@@ -175,7 +208,7 @@ def resume_run(run_dir: str, errored: str) -> bool:
     """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
     are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay.
 
-    Returns False when the run still has unfinished trials afterwards (it was interrupted again)."""
+    Raises Interrupted on Ctrl-C; returns False when the run still has unfinished trials afterwards."""
     manifest = json.loads(storage.read_text(storage.join(run_dir, MANIFEST)))
     print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
     tuner = tune.Tuner.restore(
@@ -185,7 +218,7 @@ def resume_run(run_dir: str, errored: str) -> bool:
         resume_errored=errored == "resume",
         restart_errored=errored == "restart",
     )
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
     return not needs_resume(run_dir, "skip")
 
 
@@ -236,8 +269,24 @@ class ProgressPrinter(tune.Callback):
         self.last_tally = self.start
 
     def setup(self, **info: Any) -> None:
+        """Note a Ctrl-C before Tune's handler (installed just before this) takes it: Tune then ends
+        the run normally, and only this flag tells the runner that trials were left unfinished."""
         # At every start, restores included: the clock pickled in tuner.pkl is another process's.
         self.start = self.last_tally = time.monotonic()
+        try:
+            tune_handler = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return
+
+        def note_and_pass_on(signum: int, frame: Any) -> None:
+            SIGINT_SEEN.set()
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, note_and_pass_on)
+        except ValueError:  # not the main thread: no signals here
+            pass
 
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)
@@ -267,7 +316,8 @@ class ProgressPrinter(tune.Callback):
             self._print(tally(trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._print(tally(trials))
+        if not SIGINT_SEEN.is_set():  # after Ctrl-C, Tune's statuses are not the truth; the runner reports
+            self._print(tally(trials))
 
 
 def tally(trials: list) -> str:
