@@ -91,11 +91,12 @@ def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, cap
     assert main(["table", str(smoke_dir)]) == 0
     assert "collecting again" not in capsys.readouterr().err
     result = next(smoke_dir.glob("run-*/*/result.json"))
-    later = time.time() + 5
-    os.utime(result, (later, later))
+    earlier = result.stat().st_mtime - 5  # the Parquet files older than a result: as if it changed after them
+    for collected in (smoke_dir / "trials.parquet", smoke_dir / "curves.parquet"):
+        os.utime(collected, (earlier, earlier))
     assert main(["table", str(smoke_dir)]) == 0
     captured = capsys.readouterr()
-    assert f"raylab: {result} changed after the last collect; collecting again" in captured.err
+    assert f"raylab: {result.parent.parent}/" in captured.err and "changed after the last collect; collecting again" in captured.err
     assert main(["table", str(smoke_dir)]) == 0  # fresh now: no second collect
     assert "collecting again" not in capsys.readouterr().err
 
