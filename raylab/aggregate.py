@@ -2,7 +2,7 @@
 
 The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only finished seeds enter
 the statistics; diverged, errored and unfinished seeds are counted in a `failed` column, never dropped
-silently.
+silently; trials a search's scheduler stopped early are counted in their own `stopped early` column.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")
+STOPPED = "stopped"  # ended early by a search's scheduler: neither a failure nor a full-budget result
 
 
 def load_trials(location: str | Path) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
         for metric in metrics:
             mean, sem, n = mean_sem(finished[f"{stat}/{metric}"].tolist())
             row.update({f"{metric}.mean": mean, f"{metric}.sem": sem, f"{metric}.n": n})
-        for status in FAILED_STATUSES:
+        for status in (*FAILED_STATUSES, STOPPED):
             row[status] = int((group["status"] == status).sum())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -96,6 +97,8 @@ def display_table(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
             format_value(r[f"{metric}.mean"], r[f"{metric}.sem"], int(r[f"{metric}.n"]), decimals) for _, r in summary.iterrows()
         ]
     shown["failed"] = [failed_text(r) for _, r in summary.iterrows()]
+    if STOPPED in summary and summary[STOPPED].sum() > 0:
+        shown["stopped early"] = [int(r[STOPPED]) for _, r in summary.iterrows()]
     return shown
 
 

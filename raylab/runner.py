@@ -19,15 +19,18 @@ from typing import Any
 # tables, per-checkpoint sync warnings), so that a sweep prints one line per event.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# A searched sweep's scheduler reads the primary metric, which the test-split and divergence reports lack.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from raylab import storage  # noqa: E402
-from raylab.results import MANIFEST, last_line  # noqa: E402
+from raylab.results import MANIFEST, last_line, reached_budget  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
 from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
+from raylab.userimport import worker_pythonpath  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 
@@ -40,6 +43,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if address:
         ray.init(address=address, **options)
     else:
+        # Workers inherit the driver's environment: cells and tasks named by import path are found
+        # from the working directory too (raylab.userimport).
+        os.environ["PYTHONPATH"] = worker_pythonpath()
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
 
 
@@ -77,6 +83,8 @@ def trial_dirname(trial: Any) -> str:
 
 
 def trial_display_name(trial: Any) -> str:
+    if trial.config.get("sample"):  # a searched trial: its sample number tells it from its siblings
+        return f"{trial_name(trial.config['trial'])}#{trial.trial_id.rsplit('_', 1)[-1].lstrip('0') or '0'}"
     return trial_name(trial.config["trial"])
 
 
@@ -120,13 +128,19 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
     run_dir = storage.join(sweep_directory(sweep), run_name)
     write_manifest(run_dir, sweep, trials, runtime)
     tune_config, run_config = run_configs(sweep, run_name)
+    param_space = {"trial": tune.grid_search(trials), "runtime": runtime}
+    if sweep.spec.search is not None:
+        from raylab.search import searched
+
+        tune_config, param_space = searched(sweep.spec.search, trials, sweep.spec.seeds[0], tune_config, param_space)
     tuner = tune.Tuner(
         make_trainable({"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}),
-        param_space={"trial": tune.grid_search(trials), "runtime": runtime},
+        param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,
     )
-    print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
+    samples = f" x {sweep.spec.search.num_samples} samples" if sweep.spec.search is not None else ""
+    print(f"raylab: {len(trials)}{samples} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     tuner.fit()
     return run_dir
 
@@ -214,7 +228,9 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         diverged = (trial.last_result or {}).get("diverged")
-        self._print(f"{trial_display_name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
+        stopped = not diverged and not reached_budget([trial.last_result or {}], trial.config["trial"]["training"])
+        outcome = "diverged (non-finite loss)" if diverged else "stopped early by the scheduler" if stopped else "finished"
+        self._print(f"{trial_display_name(trial):<28} {outcome}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(f"{trial_display_name(trial):<28} failed, retrying from its last checkpoint: {first_error_line(trial)}")

@@ -14,6 +14,7 @@ CHECKPOINT_FILE = "state.pt"
 
 def train(config: dict[str, Any]) -> None:
     """Tune entry point. `config = {"trial": <resolved trial>, "runtime": {...}}` (see runner.py)."""
+    from raylab.space import resolved_trial
     from raylab.training import pick_device, run_trial
 
     runtime = config.get("runtime", {})
@@ -39,4 +40,4 @@ def train(config: dict[str, Any]) -> None:
             torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    run_trial(config["trial"], report, restored, data_dir=runtime.get("data_dir"), device=device)
+    run_trial(resolved_trial(config), report, restored, data_dir=runtime.get("data_dir"), device=device)
