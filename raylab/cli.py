@@ -26,7 +26,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     for path in args.files:
         sweep = load_sweep(path, args.overrides, smoke=args.smoke)
-        print(f"{path}: ok ({len(sweep.trials)} trials)")
+        search = sweep.spec.search
+        print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
     return 0
 
 

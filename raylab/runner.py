@@ -94,14 +94,15 @@ def make_trainable(resources: dict[str, float]) -> Any:
 
 
 def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
+    from raylab.live import live_progress  # it builds on ProgressPrinter, below
     tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=run_name,
         storage_path=sweep_directory(sweep),
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
-        verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter()],
+        verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
+        callbacks=[live_progress(sweep)],
     )
     return tune_config, run_config
 
@@ -139,8 +140,9 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
         tune_config=tune_config,
         run_config=run_config,
     )
-    samples = f" x {sweep.spec.search.num_samples} samples" if sweep.spec.search is not None else ""
-    print(f"raylab: {len(trials)}{samples} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
+    search = sweep.spec.search
+    count = f"{len(trials)} trials" if search is None else f"{len(trials)} configurations x {search.num_samples} samples"
+    print(f"raylab: {count} of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     tuner.fit()
     return run_dir
 
