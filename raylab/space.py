@@ -157,6 +157,9 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
                     apply_sample(trial, {key: value}, count_parameters=False)
                 except ConfigError as error:
                     raise ConfigError(f"{where}: value {value!r}: {error}") from None
+    steps = spec.training.steps
+    if search.scheduler is not None and steps is not None and search.scheduler.grace_period >= steps:
+        raise ConfigError(f"search.scheduler.grace_period: {search.scheduler.grace_period} steps leaves nothing to stop within training.steps={steps}")
     if search.scheduler is not None and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
         raise ConfigError("search.metric: the sweep's tasks have different primary metrics; name the one to optimize")
 

@@ -121,6 +121,14 @@ def check_storage(sweep: Any) -> None:
     )
 
 
+def shipped_modules(sweep: Any) -> dict:
+    """`py_modules` for cells and tasks named by import path outside the project: they travel with the job."""
+    from raylab.userimport import user_modules
+
+    modules = user_modules(sweep.trials, PROJECT_ROOT)
+    return {"py_modules": modules} if modules else {}
+
+
 def submission_id(sweep_name: str) -> str:
     """Readable and unique: `raylab-smoke-20261125-142501-3fa2`."""
     return f"raylab-{sweep_name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -139,7 +147,7 @@ def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: st
         return client.submit_job(
             entrypoint=entrypoint,
             submission_id=submission_id(sweep.spec.name),
-            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES},
+            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES, **shipped_modules(sweep)},
             metadata={"raylab_sweep": sweep.spec.name, "raylab_file": project_relative(sweep_file)},
         )
     except Exception as error:

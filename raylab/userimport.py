@@ -58,3 +58,11 @@ def worker_pythonpath() -> str:
     """PYTHONPATH for the embedded Ray's workers: the working directory first, then the driver's own."""
     parts = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return os.pathsep.join(dict.fromkeys(parts))
+
+
+def user_modules(trials: list[dict], inside: Path) -> list[str]:
+    """Files or package folders of the sweep's import-path cells and tasks that lie outside `inside`
+    (the folder a job uploads anyway): `raylab submit` ships them as the job's py_modules."""
+    names = {trial[kind]["name"] for trial in trials for kind in ("cell", "task") if is_import_path(trial[kind]["name"])}
+    roots = {module_root(name) for name in names}
+    return sorted(str(root) for root in roots if root is not None and not root.resolve().is_relative_to(inside.resolve()))
