@@ -61,6 +61,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
             available = ", ".join(default_metrics(trials, stat)) or "none"
             raise ResultsError(f"--metric: no {stat} values of {metric!r} (available: {available})")
     rows = []
+    searched = bool((trials["status"] == STOPPED).any())  # a `stopped` count only where a scheduler stopped trials
     for key, group in trials.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
@@ -68,7 +69,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
         for metric in metrics:
             mean, sem, n = mean_sem(finished[f"{stat}/{metric}"].tolist())
             row.update({f"{metric}.mean": mean, f"{metric}.sem": sem, f"{metric}.n": n})
-        for status in (*FAILED_STATUSES, STOPPED):
+        for status in (*FAILED_STATUSES, STOPPED) if searched else FAILED_STATUSES:
             row[status] = int((group["status"] == status).sum())
         rows.append(row)
     return pd.DataFrame(rows)

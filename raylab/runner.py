@@ -46,7 +46,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
         # Workers inherit the driver's environment: cells and tasks named by import path are found
         # from the working directory too (raylab.userimport).
         os.environ["PYTHONPATH"] = worker_pythonpath()
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+        # address="local": a new instance, never the cluster a `ray start` on this machine left in
+        # /tmp/ray/ray_current_cluster, which ray.init() would otherwise attach to.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
 
 
 def check_cluster_resources(sweep: Sweep, attached: bool) -> None:

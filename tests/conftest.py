@@ -6,7 +6,7 @@ import pytest
 def embedded_ray(num_cpus: int):
     import ray
 
-    ray.init(num_cpus=num_cpus, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:

@@ -179,3 +179,25 @@ def test_example_user_cell_and_task_run_from_a_directory_outside_the_package(tmp
     table = subprocess.run([sys.executable, "-m", "raylab.cli", "table", "results/echo", "--vs", "LSTM"], cwd=work, env=env,
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0 and "| GatedIndRNN |" in table.stdout and "Δ vs LSTM" in table.stdout, table.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_searched_run_killed_then_resumed_completes_its_samples(ray_1_cpu, tmp_path):
+    import signal
+
+    from test_faults import SLOW_COPY, raylab, result_rows, wait_for
+
+    search = {"num_samples": 3, "space": {"optimizer.lr": {"loguniform": [1.0e-4, 1.0e-1]}}, "scheduler": {"grace_period": 4, "reduction_factor": 2}}
+    sweep_file = write(tmp_path, task=SLOW_COPY, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], hidden_sizes=[128],
+                       training={"steps": 12, "eval_every": 2}, search=search)
+    sweep_dir = tmp_path / "results" / "research"
+    driver = raylab("run", str(sweep_file), "--num-cpus", "1")  # one trial at a time
+    wait_for(lambda: len(result_rows(sweep_dir)) >= 2, 300, "a second sample to start", driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+
+    assert main(["resume", str(sweep_dir), "--num-cpus", "1"]) == 0
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"}, trials[["status", "steps"]]
+    assert trials["config.optimizer.lr"].nunique() == 3 and trials["search_base"].nunique() == 1
