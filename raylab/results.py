@@ -133,8 +133,8 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
     points = curve_points(trial_id, results)
     if status == "finished" and any(r.get("diverged") for r in results):
         status = "diverged"
-    elif status == "finished" and not reached_budget(results, trial["training"]):
-        status = "stopped"  # Tune terminated it before its budget: the search's scheduler did
+    elif status == "finished" and config.get("sample") and results and not reached_budget(results, trial["training"]):
+        status = "stopped"  # Tune terminated a searched trial before its budget: the search's scheduler did
     provenance = runtime.get("provenance", {})
     row: dict[str, Any] = {
         "trial_id": trial_id,

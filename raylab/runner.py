@@ -232,7 +232,7 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         diverged = (trial.last_result or {}).get("diverged")
-        stopped = not diverged and not reached_budget([trial.last_result or {}], trial.config["trial"]["training"])
+        stopped = bool(trial.config.get("sample")) and not diverged and not reached_budget([trial.last_result or {}], trial.config["trial"]["training"])
         outcome = "diverged (non-finite loss)" if diverged else "stopped early by the scheduler" if stopped else "finished"
         self._print(f"{trial_display_name(trial):<28} {outcome}")
 
