@@ -57,3 +57,6 @@ class EchoTask:
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         return evaluate_batches(model, self, self._val)
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss", "acc")
