@@ -4,7 +4,8 @@ The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only 
 the statistics; the others (diverged, errored, unfinished, pending: the statuses of trials.parquet) are
 counted in a `not in mean` column, never dropped silently. Rows follow the sweep file's order (the
 order of trials.parquet), and a metric for which the task has a trivial baseline (the copy task's
-10 ln 8 / (T + 20), the adding problem's 1/6) gets a `<metric> baseline` column beside it.
+10 ln 8 / (T + 20), the adding problem's 1/6) gets a `<metric> baseline` column beside it. Trials a
+search's scheduler stopped early are counted in their own `stopped early` column.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")  # not finished: left out of the statistics
 EXCLUDED_COLUMN = "not in mean"
+STOPPED = "stopped"  # ended early by a search's scheduler: neither a failure nor a full-budget result
 
 
 def load_trials(location: str | Path) -> pd.DataFrame:
@@ -78,6 +80,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
             available = ", ".join(default_metrics(trials, stat)) or "none"
             raise ResultsError(f"--metric: no {stat} values of {metric!r} (available: {available})")
     rows = []
+    searched = bool((trials["status"] == STOPPED).any())  # a `stopped` count only where a scheduler stopped trials
     for key, group in trials.groupby(list(by), sort=False, dropna=False):  # first-seen: the sweep file's order
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
@@ -88,7 +91,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
             row.update({f"{metric}.mean": mean, f"{metric}.sem": sem, f"{metric}.n": n})
             if metric in baseline:
                 row[f"{metric}.baseline"] = baseline[metric]
-        for status in FAILED_STATUSES:
+        for status in (*FAILED_STATUSES, STOPPED) if searched else FAILED_STATUSES:
             row[status] = int((group["status"] == status).sum())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -136,6 +139,8 @@ def display_table(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
         if f"{metric}.baseline" in summary.columns:
             shown[f"{metric} baseline"] = [f"{v:.4g}" if pd.notna(v) else "—" for v in summary[f"{metric}.baseline"]]
     shown[EXCLUDED_COLUMN] = [failed_text(r) for _, r in summary.iterrows()]
+    if STOPPED in summary and summary[STOPPED].sum() > 0:
+        shown["stopped early"] = [int(r[STOPPED]) for _, r in summary.iterrows()]
     return shown
 
 

@@ -33,7 +33,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError("validate: no sweep file given")
     for path in files:
         sweep = load_sweep(path, overrides, smoke=args.smoke)
-        print(f"{path}: ok ({len(sweep.trials)} trials)")
+        search = sweep.spec.search
+        print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
     return 0
 
 
@@ -156,7 +157,7 @@ def resolve_data_dir(option: str | None) -> str | None:
     return str(path)
 
 
-def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
+def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False, vs: str | None = None) -> int:
     from raylab.aggregate import caption, default_group, default_metrics, load_trials, render, summarize
 
     trials = load_trials(path)
@@ -165,7 +166,12 @@ def print_table(path: str, by: list[str] | None = None, metrics: list[str] | Non
     summary = summarize(trials, by, metrics, stat)
     if fmt != "csv":
         print(f"{caption(stat)}\n")
-    print(render(summary, by, metrics, fmt, decimals))
+    if vs:
+        from raylab.compare import render_vs
+
+        print(render_vs(trials, summary, by, metrics, stat, fmt, vs, decimals))
+    else:
+        print(render(summary, by, metrics, fmt, decimals))
     errored = int((trials["status"] == "errored").sum())
     return EXIT_TRIAL_ERRORS if exit_on_errors and errored else 0
 
@@ -182,6 +188,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from raylab import storage
     from raylab.results import TRIALS_FILE, collect
 
+    if args.vs and (args.layout == "paper" or args.compare):
+        raise UsageError("--vs works with the default layout only")
     for path in args.experiment:
         if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
             collect(path)
@@ -191,7 +199,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
     if len(args.experiment) > 1:
         raise UsageError("several experiments make one table only with --layout paper (or --compare)")
-    return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+    return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals, vs=args.vs)
 
 
 def recollect_if_stale(path: str) -> None:
@@ -227,6 +235,44 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
             print(to_latex(table) if fmt == "latex" else to_markdown(table))
             if compare:
                 print("\n" + "\n".join(protocol_legend(layout)))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """Promote the best configuration of each task x variant x hidden size to a sweep with fresh seeds."""
+    import json
+
+    from raylab import promote, storage
+    from raylab.aggregate import load_trials
+    from raylab.metrics import metric_mode
+    from raylab.results import TRIALS_FILE, collect
+    from raylab.sweep import load_sweep
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds: must be at least 1, got {args.seeds}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: {out.parent}: no such directory")
+    if storage.is_dir(args.experiment) and not storage.exists(storage.join(args.experiment, TRIALS_FILE)):
+        collect(args.experiment)
+    trials = load_trials(args.experiment)
+    manifest = promote.latest_manifest(args.experiment)
+    if args.metric:
+        metric, mode = args.metric, metric_mode(args.metric)
+    else:
+        finished = trials[trials["status"] == "finished"]
+        if finished.empty:
+            raise UsageError(f"{args.experiment}: no finished trial to promote")
+        metric, mode = promote.default_metric(manifest, json.loads(finished["trial_json"].iloc[0]))
+    choices = promote.choose(trials, metric, args.stat, mode)
+    lines = [promote.explain(choice, metric, args.stat) for choice in choices]
+    print(f"raylab: best by mean {args.stat} {metric} over seeds ({mode}imized), finished trials only:")
+    print("\n".join(f"  {line}" for line in lines))
+    sweeps = promote.promoted_sweeps(choices, manifest["sweep"], promote.fresh_seeds(trials, args.seeds))
+    for path, data in zip(promote.output_paths(out, len(sweeps)), sweeps):
+        promote.write_sweep(path, data, args.experiment, lines)
+        sweep = load_sweep(path)  # what was written runs: the same checks as `raylab validate`
+        print(f"wrote {path} ({len(sweep.trials)} trials: {len(data['variants'])} configurations x {args.seeds} seeds)")
     return 0
 
 
@@ -350,7 +396,16 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first (default: only when trials.parquet is missing)")
     table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T) (default: default, one row per group)")
     table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/) (default: none)")
+    table.add_argument("--vs", metavar="LABEL", help="per row: difference to variant LABEL with a 95%% CI and a Welch test p-value over seeds (default: none)")
     table.set_defaults(handler=cmd_table)
+
+    best = commands.add_parser("best", help="write a sweep re-running the best configuration of each task x variant x hidden size with fresh seeds")
+    best.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one run-* folder")
+    best.add_argument("--seeds", type=int, required=True, help="number of fresh seeds, none of them the experiment's (required, no default)")
+    best.add_argument("--out", required=True, help="sweep file to write, one per task spec, numbered, if the experiment has several (required, no default)")
+    best.add_argument("--metric", help="metric to rank by (default: the search's metric, else the task's primary metric)")
+    best.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial (default: final)")
+    best.set_defaults(handler=cmd_best)
 
     plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")
     plot.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one of its run-* folders")

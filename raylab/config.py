@@ -131,6 +131,37 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class SchedulerSpec:
+    """`scheduler: {name: asha, ...}`: Ray Tune's ASHA stops poor trials early; time = training steps."""
+
+    name: Literal["asha"] = "asha"
+    grace_period: int = 100  # training steps every trial runs before it may be stopped
+    reduction_factor: float = 3.0  # keep the best 1/reduction_factor at each rung
+
+    def check(self, where: str) -> None:
+        check_positive(self.grace_period, f"{where}.grace_period")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"{where}.reduction_factor: must be greater than 1, got {self.reduction_factor}")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """`search:` sampled configurations, run by Ray Tune's search algorithm and scheduler (raylab.space)."""
+
+    space: dict  # dotted key -> {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]} | {choice: [...]}
+    num_samples: int = 8  # sampled configurations per task x variant x hidden size
+    algorithm: Literal["random"] = "random"  # Tune's BasicVariantGenerator
+    scheduler: SchedulerSpec | None = None  # None: every trial runs its whole budget
+    metric: str | None = None  # default: the task's primary metric
+    mode: Literal["min", "max"] | None = None  # default: from the metric's name (acc: max, else min)
+
+    def check(self, where: str) -> None:
+        check_positive(self.num_samples, f"{where}.num_samples")
+        if not self.space:
+            raise ConfigError(f"{where}.space: must name at least one key to sample")
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     task: dict | list[dict]  # {name: <task>, <option>: <value>, ...}, or a list of them: one more grid axis
@@ -144,6 +175,8 @@ class SweepSpec:
     max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
     storage: str = "results"  # experiments go to <storage>/<name>/; a path, s3:// or gs://
     description: str = ""
+    grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.space)
+    search: SearchSpec | None = None  # sampled configurations instead of (or besides) the grid
 
     def check(self, where: str) -> None:
         check_sweep_name(self.name)
@@ -164,6 +197,11 @@ class SweepSpec:
             check_positive(size, f"hidden_sizes[{i}]")
         check_distinct(self.hidden_sizes or [], "hidden_sizes")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
+        if self.search is not None and len(self.seeds) > 1:
+            raise ConfigError(
+                f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
+                "promote the winners to several seeds with `raylab best`"
+            )
 
     def task_specs(self) -> list[dict]:
         return self.task if isinstance(self.task, list) else [self.task]

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
-from raylab.registry import build, check_options
+from raylab.registry import build, check_options, lookup, split_spec
 from raylab.tasks.protocol import Task
+from raylab.typecheck import ConfigError
 
 
 class SequenceModel(nn.Module):
@@ -43,7 +44,26 @@ def build_cell(cell_spec: Any, input_size: int, hidden_size: int, where: str = "
 
 def check_cell_spec(cell_spec: Any, where: str = "cell") -> dict:
     """Validate a cell spec's name and options without building it."""
+    name, _ = split_spec(CELLS, cell_spec, where)
+    if name not in CELLS:
+        check_user_cell(lookup(CELLS, name, where), name, where)
     return check_options(CELLS, cell_spec, where, INJECTED_CELL_ARGS)
+
+
+def check_user_cell(factory: Any, name: str, where: str) -> None:
+    """A cell named by import path: an nn.Module with its own `forward` that takes input and hidden size.
+
+    `forward_reference`, `penalty` and `after_optimizer_step` stay optional, as for built-in cells.
+    """
+    import inspect
+
+    if not (inspect.isclass(factory) and issubclass(factory, nn.Module)):
+        raise ConfigError(f"{where}.name: {name} is not a torch.nn.Module class")
+    if factory.forward is nn.Module.forward:
+        raise ConfigError(f"{where}.name: {name} has no forward(inputs, state) method")
+    missing = [arg for arg in INJECTED_CELL_ARGS if arg not in inspect.signature(factory).parameters]
+    if missing:
+        raise ConfigError(f"{where}.name: {name}.__init__ must take {' and '.join(INJECTED_CELL_ARGS)} (raylab passes them); missing {', '.join(missing)}")
 
 
 def build_model(task: Task, cell_spec: Any, hidden_size: int, where: str = "cell") -> SequenceModel:

@@ -1,7 +1,8 @@
 """`build(table, spec)`: the one indirection from a name in a sweep file to a class.
 
-A spec is a mapping `{name: <registered name>, <option>: <value>, ...}`. Options are constructor
-arguments: they are bound against the constructor's signature and type-checked against its hints
+A spec is a mapping `{name: <registered name>, <option>: <value>, ...}`; the name may also be an
+import path, `"mypkg.cells:GatedIndRNN"`, for a class that lives outside raylab (`raylab.userimport`).
+Options are constructor arguments: they are bound against the constructor's signature and type-checked against its hints
 before anything is built, so a bad option fails with one line that lists the valid choices.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from raylab.typecheck import ConfigError, coerce
+from raylab.userimport import import_object, is_import_path
 
 
 def split_spec(table: Mapping[str, Callable], spec: Any, where: str) -> tuple[str, dict]:
@@ -26,9 +28,14 @@ def split_spec(table: Mapping[str, Callable], spec: Any, where: str) -> tuple[st
     name = options.pop("name", None)
     if name is None:
         raise ConfigError(f"{where}.name: required key is missing (valid names: {', '.join(table)})")
-    if name not in table:
-        raise ConfigError(f"{where}.name: unknown name {name!r} (valid names: {', '.join(table)})")
+    if name not in table and not is_import_path(name):
+        raise ConfigError(f"{where}.name: unknown name {name!r} (valid names: {', '.join(table)}, or an import path module:Class)")
     return name, options
+
+
+def lookup(table: Mapping[str, Callable], name: str, where: str) -> Callable:
+    """The registered class, or the class an import path names (imported on first use)."""
+    return table[name] if name in table else import_object(name, f"{where}.name")
 
 
 def check_options(table: Mapping[str, Callable], spec: Any, where: str, injected: tuple[str, ...] = ()) -> dict:
@@ -38,14 +45,22 @@ def check_options(table: Mapping[str, Callable], spec: Any, where: str, injected
     sweep file may not set.
     """
     name, options = split_spec(table, spec, where)
-    signature = inspect.signature(table[name])
-    hints = typing.get_type_hints(table[name].__init__ if inspect.isclass(table[name]) else table[name])
+    factory = lookup(table, name, where)
+    signature = inspect.signature(factory)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception as error:  # a user class whose hints do not resolve
+        raise ConfigError(f"{where}.name: {name}: type hints of its constructor do not resolve ({error})") from None
     settable = [p for p in signature.parameters if p not in injected and p != "self"]
     coerced = {}
     for key, value in options.items():
         if key not in settable:
             raise ConfigError(f"{where}.{key}: unknown option for {name!r} (valid options: {', '.join(settable) or 'none'})")
         coerced[key] = coerce(value, hints.get(key, Any), f"{where}.{key}")
+    required = [p.name for p in signature.parameters.values() if p.name in settable and p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in coerced]
+    if required:
+        raise ConfigError(f"{where}.{required[0]}: required option of {name!r} is missing")
     return {"name": name, **coerced}
 
 
@@ -54,7 +69,7 @@ def build(table: Mapping[str, Callable], spec: Any, where: str = "spec", **injec
     checked = check_options(table, spec, where, tuple(injected))
     name = checked.pop("name")
     try:
-        return table[name](**injected, **checked)
+        return lookup(table, name, where)(**injected, **checked)
     except ValueError as error:
         if isinstance(error, ConfigError):
             raise

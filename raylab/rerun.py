@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raylab import storage
-from raylab.results import MANIFEST, collect_run
+from raylab.results import MANIFEST, collect_run, finished_searches
 
 UNFINISHED = ("unfinished", "pending")
-DONE = ("finished", "diverged")
+DONE = ("finished", "diverged", "stopped")  # stopped: by a search's scheduler, an outcome too
 
 
 @dataclass
@@ -50,7 +50,10 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
     runs = []
     with storage.local_copy(sweep_location) as local:
         for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
-            status = {row["config_hash"]: row["status"] for row, _ in collect_run(run_dir)}
+            rows = [row for row, _ in collect_run(run_dir)]
+            status = {row["config_hash"]: row["status"] for row in rows}
+            # A searched trial of the sweep file is its search's base: done once all its samples ended.
+            status.update({base: "finished" for base in finished_searches(rows)})
             restorable = any(run_dir.glob("experiment_state-*.json")) and (run_dir / "tuner.pkl").is_file()
             runs.append(EarlierRun(storage.join(sweep_location, run_dir.name), restorable, status))
     return runs

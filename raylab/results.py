@@ -37,7 +37,9 @@ TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 MANIFEST = "raylab.json"
 RESULT_FILE = "result.json"
-STATUS_RANK = {"finished": 3, "diverged": 3, "errored": 2, "unfinished": 1, "pending": 0}
+# `stopped`: ended early by a search's scheduler (ASHA), a result of the search, not a failure.
+STATUS_RANK = {"finished": 3, "diverged": 3, "stopped": 3, "errored": 2, "unfinished": 1, "pending": 0}
+DONE_STATUSES = ("finished", "diverged", "stopped")
 TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
 
 
@@ -131,12 +133,18 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Path | None, error: str | None) -> tuple[dict, dict]:
     """One trials.parquet row and the trial's curve points."""
     trial, runtime = config["trial"], config.get("runtime", {})
+    if config.get("sample"):  # a searched trial: the base trial with its sampled values (raylab.space)
+        from raylab.space import resolved_trial
+
+        trial = resolved_trial(config)
     results = read_results(trial_dir)
     points = curve_points(trial_id, results)
     if status == "finished" and any(r.get("diverged") for r in results):
         status = "diverged"
     if status == "pending" and results:
         status = "unfinished"  # Tune files an interrupted trial as PENDING again; it did train
+    if status == "finished" and config.get("sample") and results and not reached_budget(results, trial["training"]):
+        status = "stopped"  # Tune terminated a searched trial before its budget: the search's scheduler did
 
     provenance = runtime.get("provenance", {})
     row: dict[str, Any] = {
@@ -156,6 +164,9 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         "wall_time_s": max((float(r.get("time_total_s", 0.0)) for r in results), default=0.0),
         "error": error,
         "git_commit": provenance.get("git_commit"),
+        "search_base": trial.get("search_base"),  # a searched trial: config_hash of the trial it was sampled from
+        "search_samples": config.get("search_samples"),
+        "trial_json": json.dumps(trial, sort_keys=True),  # the exact resolved trial, for `raylab best`
     }
     for package, version in provenance.get("versions", {}).items():
         row[f"version.{package}"] = version
@@ -163,6 +174,13 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         flatten(f"config.{key}", trial[key], row)
     row.update(summarize_curve(points))
     return row, points
+
+
+def reached_budget(results: list[dict], training: dict) -> bool:
+    """Whether a trial's reports reach its training budget (the last evaluation is at the budget)."""
+    if training.get("steps") is not None:
+        return max((int(r["step"]) for r in results if "step" in r), default=0) >= int(training["steps"])
+    return max((float(r["epoch"]) for r in results if "epoch" in r), default=0.0) >= float(training["epochs"]) - 1e-9
 
 
 def last_line(path: str | Path | None) -> str | None:
@@ -243,6 +261,16 @@ def newer_than_trials_file(location: str | Path) -> str | None:
         if info.mtime_ns is not None and written is not None and info.mtime_ns > written:
             return storage.join(location, *relative.parts)
     return None
+
+
+def finished_searches(rows: list[dict]) -> set[str]:
+    """Base hashes of searched trials whose samples all finished, were stopped or diverged in one run."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.get("search_base") and row["status"] in DONE_STATUSES:
+            counts[row["search_base"]] = counts.get(row["search_base"], 0) + 1
+    samples = {row["search_base"]: row.get("search_samples") or 1 for row in rows if row.get("search_base")}
+    return {base for base, count in counts.items() if count >= samples[base]}
 
 
 def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

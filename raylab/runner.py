@@ -26,6 +26,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # tensorboardX in the driver); raylab reads result.json only, so the JSON logger is kept, and the
 # TensorBoard one only where the `tensorboard` extra is installed (see logger_callbacks).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# A searched sweep's scheduler reads the primary metric, which the test-split and divergence reports lack.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -33,10 +35,11 @@ from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab import storage  # noqa: E402
 from raylab.quiet import quiet_ray_logs  # noqa: E402
-from raylab.results import MANIFEST, last_line, tune_trials  # noqa: E402
+from raylab.results import MANIFEST, last_line, reached_budget, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
 from raylab.trainable import DATA_DIR_ENV, train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
+from raylab.userimport import worker_pythonpath  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 quiet_ray_logs()
@@ -87,7 +90,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if address:
         ray.init(address=address, **options)
     else:
-        # address="local": a new embedded Ray, even where `ray start` left a cluster running on this machine.
+        # Workers inherit the driver's environment: cells and tasks named by import path are found
+        # from the working directory too (raylab.userimport).
+        os.environ["PYTHONPATH"] = worker_pythonpath()
+        # address="local": a new instance, never the cluster a `ray start` on this machine left in
+        # /tmp/ray/ray_current_cluster, which ray.init() would otherwise attach to.
         # The workers Ray starts with it import the trainable (torch, Tune, raylab) at once, while the
         # driver is still setting the sweep up, instead of when the first trial is handed to them.
         preload = {"preload_python_modules": [train.__module__]}
@@ -128,6 +135,8 @@ def trial_dirname(trial: Any) -> str:
 
 
 def trial_display_name(trial: Any) -> str:
+    if trial.config.get("sample"):  # a searched trial: its sample number tells it from its siblings
+        return f"{trial_name(trial.config['trial'])}#{trial.trial_id.rsplit('_', 1)[-1].lstrip('0') or '0'}"
     return trial_name(trial.config["trial"])
 
 
@@ -137,6 +146,8 @@ def make_trainable(resources: dict[str, float]) -> Any:
 
 
 def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
+    from raylab.live import live_progress  # it builds on ProgressPrinter, below
+
     # reuse_actors: the next trial with the same resources runs in the process of a finished one,
     # skipping interpreter start and imports (seconds per trial); process_state.py cleans it.
     tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname, reuse_actors=True)
@@ -145,8 +156,8 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         storage_path=sweep_directory(sweep),
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
-        verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter(), *logger_callbacks()],
+        verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
+        callbacks=[live_progress(sweep), *logger_callbacks()],
     )
     return tune_config, run_config
 
@@ -184,13 +195,20 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
     run_dir = storage.join(sweep_directory(sweep), run_name)
     write_manifest(run_dir, sweep, trials, runtime)
     tune_config, run_config = run_configs(sweep, run_name)
+    param_space = {"trial": tune.grid_search(trials), "runtime": runtime}
+    if sweep.spec.search is not None:
+        from raylab.search import searched
+
+        tune_config, param_space = searched(sweep.spec.search, trials, sweep.spec.seeds[0], tune_config, param_space)
     tuner = tune.Tuner(
         make_trainable({"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}),
-        param_space={"trial": tune.grid_search(trials), "runtime": runtime},
+        param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,
     )
-    print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
+    search = sweep.spec.search
+    count = f"{len(trials)} trials" if search is None else f"{len(trials)} configurations x {search.num_samples} samples"
+    print(f"raylab: {count} of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     fit_or_interrupted(tuner, run_dir)
     return run_dir
 
@@ -301,7 +319,9 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         diverged = (trial.last_result or {}).get("diverged")
-        self._print(f"{trial_display_name(trial):<28} {'diverged (non-finite loss)' if diverged else 'finished'}")
+        stopped = bool(trial.config.get("sample")) and not diverged and not reached_budget([trial.last_result or {}], trial.config["trial"]["training"])
+        outcome = "diverged (non-finite loss)" if diverged else "stopped early by the scheduler" if stopped else "finished"
+        self._print(f"{trial_display_name(trial):<28} {outcome}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(f"{trial_display_name(trial):<28} failed, retrying from its last checkpoint: {first_error_line(trial)}")

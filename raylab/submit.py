@@ -142,6 +142,14 @@ def check_storage(sweep: Any) -> None:
     )
 
 
+def shipped_modules(sweep: Any) -> dict:
+    """`py_modules` for cells and tasks named by import path outside the project: they travel with the job."""
+    from raylab.userimport import user_modules
+
+    modules = user_modules(sweep.trials, PROJECT_ROOT)
+    return {"py_modules": modules} if modules else {}
+
+
 def submission_id(sweep_name: str) -> str:
     """Readable and unique: `raylab-smoke-20261125-142501-3fa2`."""
     return f"raylab-{sweep_name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -166,6 +174,7 @@ def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: st
                 "excludes": WORKING_DIR_EXCLUDES,
                 # The uploaded working_dir has no .git: the driver on the cluster records this commit.
                 "env_vars": {GIT_COMMIT_VARIABLE: git_commit(PROJECT_ROOT) or ""},
+                **shipped_modules(sweep),  # cells and tasks named by import path outside the project
             },
             metadata={"raylab_sweep": sweep.spec.name, "raylab_file": project_relative(sweep_file)},
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ from raylab.config import (
 )
 from raylab.model import build_model, check_cell_spec, count_parameters
 from raylab.registry import build, check_options
+from raylab.space import resolve_grid
 from raylab.tasks import TASKS
+from raylab.tasks.protocol import Task
 
 SMOKE_STEPS = 4  # --smoke: a few optimizer steps, evaluated twice
 SMOKE_SUFFIX = "-smoke"  # --smoke runs go to <storage>/<name>-smoke
@@ -111,7 +114,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False)
             data = smoke_data(data)
         spec = parse_sweep(data)
         check_optimizer_options(data)
-        trials = resolve_trials(spec)
+        trials = resolve_grid(spec)  # resolve_trials, times the `grid:` axes; checks a `search:` space
     except ConfigError as error:
         message = str(error)
         raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
@@ -139,6 +142,9 @@ def task_label(task_spec: dict, task_specs: list[dict]) -> str:
 def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str) -> list[dict]:
     """The grid variants x hidden sizes x seeds of one task spec."""
     task = build(TASKS, task_spec, where)
+    if task_spec["name"] not in TASKS and not isinstance(task, Task):
+        missing = sorted(m for m in typing._get_protocol_attrs(Task) if not hasattr(task, m))
+        raise ConfigError(f"{where}.name: {task_spec['name']} does not follow raylab.tasks.protocol.Task (missing: {', '.join(missing)})")
     if spec.training.epochs is not None and task.steps_per_epoch is None:
         raise ConfigError(f"training.epochs: task {task_spec['name']!r} has fresh data every step; use training.steps")
     trials = []
@@ -185,6 +191,6 @@ def sized_grid(spec: SweepSpec, variant: VariantSpec, task: Any, cell_spec: dict
 
 def trial_name(trial: dict) -> str:
     """Short readable name for progress lines and trial directories: `lstm-h32-s0`, `lstm-bptt_300-h32-s0`."""
-    label = "-".join(filter(None, (trial["variant"], trial.get("task_label"))))
+    label = "-".join(filter(None, (trial["variant"], trial.get("task_label"), trial.get("grid_label"), trial.get("search_label"))))
     label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     return f"{label}-h{trial['hidden_size']}-s{trial['seed']}"

@@ -17,6 +17,7 @@ DATA_DIR_ENV = "RAYLAB_DATA_DIR"  # set by `raylab run/resume --data-dir`: wins 
 
 def train(config: dict[str, Any]) -> None:
     """Tune entry point. `config = {"trial": <resolved trial>, "runtime": {...}}` (see runner.py)."""
+    from raylab.space import resolved_trial
     from raylab.training import pick_device, run_trial
 
     runtime = config.get("runtime", {})
@@ -42,4 +43,4 @@ def train(config: dict[str, Any]) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     data_dir = os.environ.get(DATA_DIR_ENV) or runtime.get("data_dir")
-    run_trial(config["trial"], report, restored, data_dir=data_dir, device=device)
+    run_trial(resolved_trial(config), report, restored, data_dir=data_dir, device=device)

@@ -3,16 +3,26 @@
 import pytest
 
 
-@pytest.fixture(scope="module")
-def ray_2_cpus():
-    """A real local Ray with 2 CPUs for the tests of one module."""
+def embedded_ray(num_cpus: int):
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # never a `ray start` cluster
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_2_cpus():
+    """A real local Ray with 2 CPUs for the tests of one module."""
+    yield from embedded_ray(2)
+
+
+@pytest.fixture(scope="module")
+def ray_1_cpu():
+    """One CPU: trials run one at a time in Tune's order (reproducible scheduler decisions)."""
+    yield from embedded_ray(1)
 
 
 @pytest.fixture(scope="session")

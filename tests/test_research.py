@@ -1,0 +1,203 @@
+"""Research workflow: grid and search over dotted keys, ASHA, `raylab best`, `table --vs`, user cells and tasks.
+
+The Ray tests run on a real embedded Ray with one CPU (trials in a fixed order) and a few steps each.
+"""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from raylab.cli import main
+from raylab.compare import welch
+from raylab.live import Board
+from raylab.sweep import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {
+    "name": "research",
+    "task": {"name": "copy", "delay": 5, "eval_size": 20},
+    "variants": [{"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"}, {"cell": {"name": "lstm"}, "label": "LSTM"}],
+    "hidden_sizes": [8],
+    "seeds": [0],
+    "training": {"steps": 20, "eval_every": 5},
+}
+
+
+def write(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "storage": str(tmp_path / "results"), **changes}))
+    return path
+
+
+def test_grid_multiplies_the_sweep_and_applies_cell_options_where_they_exist(tmp_path):
+    grid = {"optimizer.lr": [1.0e-3, 3.0e-4], "task.delay": [5, 10], "cell.nonlinearity": ["tanh", "modrelu"]}
+    sweep = load_sweep(write(tmp_path, grid=grid))
+    assert len(sweep.trials) == 2 * 2 * (2 + 1)  # the LSTM has no nonlinearity: its trials are not repeated
+    assert len({t["config_hash"] for t in sweep.trials}) == len(sweep.trials)
+    lstm = [t for t in sweep.trials if t["variant"] == "LSTM"]
+    assert {(t["optimizer"]["lr"], t["task"]["delay"]) for t in lstm} == {(1e-3, 5), (1e-3, 10), (3e-4, 5), (3e-4, 10)}
+    assert {t["cell"]["nonlinearity"] for t in sweep.trials if t["variant"] == "RNN"} == {"tanh", "modrelu"}
+
+
+BAD = [
+    ({"grid": {"cell.gain": [1]}}, "grid.cell.gain: no variant's cell has option 'gain'"),
+    ({"grid": {"optimizer.lr": [-1]}}, "grid.optimizer.lr: value -1: "),
+    ({"grid": {"task.dely": [3]}}, "grid.task.dely: task 'copy' has no option 'dely'"),
+    ({"grid": {"seed": [3]}}, "grid.seed: key must be task.<option> | cell.<option> | optimizer.<option>"),
+    ({"grid": {"optimizer.lr": []}}, "grid.optimizer.lr: expected a non-empty list"),
+    ({"search": {"space": {"optimizer.lr": {"loguniform": [0, 1]}}}}, "search.space.optimizer.lr.loguniform: bounds must be positive"),
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 0.01]}}}}, "search.space.optimizer.lr.uniform: low must be below high"),
+    ({"search": {"space": {"optimizer.alpha": {"uniform": [0.5, 1.5]}}}}, "search.space.optimizer.alpha: value 1.5: optimizer.alpha: must be in [0, 1)"),
+    ({"search": {"space": {"cell.nonlinearity": {"choice": ["tanh", "sigmoid"]}}}}, "search.space.cell.nonlinearity: value 'sigmoid'"),
+    ({"search": {"space": {"task.delay": {"randint": [1, 3]}}}}, "search.space.task.delay: key must be cell.<option> | optimizer.<option>"),
+    ({"search": {"space": {"optimizer.lr": {"normal": [0, 1]}}}}, "search.space.optimizer.lr: expected one of"),
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "algorithm": "hyperopt"}}, "search.algorithm: 'hyperopt' is not one of random"),
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "scheduler": {"grace_period": 50}}}, "search.scheduler.grace_period: 50 steps leaves nothing"),
+    ({"seeds": [0, 1], "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}}}, "seeds: a search runs each sampled configuration on one seed"),
+    ({"variants": [{"cell": {"name": "nosuchpkg.cells:Cell"}}]}, "variants[0].cell.name: no module 'nosuchpkg'"),
+    ({"variants": [{"cell": {"name": "raylab.cells:Nope"}}]}, "variants[0].cell.name: module 'raylab.cells' has no 'Nope'"),
+    ({"variants": [{"cell": {"name": "torch.nn:Module"}}]}, "variants[0].cell.name: torch.nn:Module has no forward"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_grid_search_and_import_paths_are_one_line_errors(tmp_path, capsys, changes, message):
+    path = write(tmp_path, **changes)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == err.splitlines()[0] and f"{path}: {message}" in err, err
+
+
+def test_user_cell_options_are_checked_against_its_signature(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    good = write(tmp_path, variants=[{"cell": {"name": "mylab.cells:GatedIndRNN", "gain": 0.9}}])
+    assert main(["validate", str(good)]) == 0
+    for cell, message in (
+        ({"name": "mylab.cells:GatedIndRNN", "gian": 0.9}, "variants[0].cell.gian: unknown option for 'mylab.cells:GatedIndRNN' (valid options: gain, gate_bias)"),
+        ({"name": "mylab.cells:GatedIndRNN", "gain": "high"}, "variants[0].cell.gain: expected float, got 'high' (str)"),
+        ({"name": "mylab.cells:GatedIndRNN", "gain": 2.0}, "variants[0].cell: mylab.cells:GatedIndRNN: gain must be in (0, 1]"),
+    ):
+        assert main(["validate", str(write(tmp_path, variants=[{"cell": cell}]))]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_shipped_examples_validate_and_user_modules_outside_the_project_travel_with_a_job(tmp_path, monkeypatch):
+    from raylab.userimport import user_modules
+
+    monkeypatch.chdir(ROOT / "examples")  # as the examples say: run from their folder
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        assert main(["validate", str(path)]) == 0, path
+    sweep = load_sweep(ROOT / "examples" / "echo-sweep.yaml")
+    assert user_modules(sweep.trials, ROOT) == []  # inside the project: uploaded with its working_dir
+    assert user_modules(sweep.trials, tmp_path) == [str(ROOT / "examples" / "mylab")]  # elsewhere: py_modules
+
+
+def test_welch_interval_and_p_value_match_the_textbook_case():
+    # a = 1,2,3 and b = 4,5,6: difference -3, standard error sqrt(2/3), Welch df = 4, t(0.975, 4) = 2.776.
+    diff, low, high, p = welch(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0]))
+    assert diff == -3.0
+    assert low == pytest.approx(-3 - 2.7764 * math.sqrt(2 / 3), abs=1e-3) and high == pytest.approx(-3 + 2.7764 * math.sqrt(2 / 3), abs=1e-3)
+    assert p == pytest.approx(0.02131, abs=1e-4)
+    assert math.isnan(welch(np.array([1.0]), np.array([4.0, 5.0]))[3])  # one seed: no test
+
+
+def test_live_board_shows_a_bar_per_running_trial_and_the_best_so_far():
+    board = Board("val/loss", "min")
+    board.update("RNN#1", 50, 100, {"val/loss": 0.5})
+    board.update("RNN#2", 100, 100, {"val/loss": 0.25})
+    board.end("RNN#2")
+    lines = board.lines("trials: 2 total, 1 running, 1 done", rows=40, columns=120)
+    assert lines[0].startswith("RNN#1") and "[############............] 50/100  val/loss 0.5" in lines[0]
+    assert lines[1:] == ["trials: 2 total, 1 running, 1 done", "best val/loss so far: 0.25 (RNN#2)"]
+    board.update("RNN#3", 10, 100, {})
+    small = board.lines("tally", rows=3, columns=120)  # a small terminal: as many bars as fit, then a count
+    assert small[1:] == ["  ... and 1 more running", "tally", "best val/loss so far: 0.25 (RNN#2)"]
+
+
+@pytest.mark.ray
+def test_search_with_asha_then_best_then_table_vs(ray_1_cpu, tmp_path, capsys):
+    search = {
+        "num_samples": 3,
+        "space": {"optimizer.lr": {"loguniform": [1.0e-4, 0.3]}},
+        "scheduler": {"name": "asha", "grace_period": 5, "reduction_factor": 2},
+    }
+    sweep_file = write(tmp_path, search=search)
+    assert main(["run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    sweep_dir = tmp_path / "results" / "research"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 6 and trials["config.optimizer.lr"].nunique() == 6  # sampled values are config columns
+    assert set(trials["status"]) == {"finished", "stopped"}, trials[["variant", "status", "steps"]]
+    assert (trials.loc[trials["status"] == "stopped", "steps"] < 20).all()
+    assert set(trials.loc[trials["status"] == "finished", "variant"]) == {"RNN", "LSTM"}  # ASHA per slot: each keeps a winner
+    assert "stopped early by the scheduler" in out and "stopped early |" in out
+
+    assert main(["run", str(sweep_file)]) == 0  # a finished search is not searched again
+    assert "2 of 2 trials already finished" in capsys.readouterr().out
+
+    best_file = tmp_path / "best.yaml"
+    assert main(["best", str(sweep_dir), "--seeds", "2", "--out", str(best_file)]) == 0
+    out = capsys.readouterr().out
+    assert "final val/loss" in out and "runner-up" in out and "margin" in out and f"wrote {best_file} (4 trials" in out
+    promoted = yaml.safe_load(best_file.read_text())
+    assert "search" not in promoted and promoted["seeds"] == [1, 2]
+    for variant in promoted["variants"]:
+        finished = trials[(trials["variant"] == variant["label"]) & (trials["status"] == "finished")]
+        assert variant["optimizer"]["lr"] in set(finished["config.optimizer.lr"])
+
+    assert main(["run", str(best_file)]) == 0
+    capsys.readouterr()
+    best_dir = tmp_path / "results" / "research-best"
+    assert main(["table", str(best_dir), "--vs", "LSTM", "--metric", "val/loss"]) == 0
+    table = capsys.readouterr().out
+    assert "seeds are the unit" in table and "val/loss Δ vs LSTM [95% CI]" in table and "p (Welch)" in table
+    rnn_row = next(line for line in table.splitlines() if line.startswith("| copy | RNN |"))
+    assert "[" in rnn_row.split("|")[-3] and "(n=2)" in rnn_row
+
+
+@pytest.mark.ray
+def test_example_user_cell_and_task_run_from_a_directory_outside_the_package(tmp_path):
+    work = tmp_path / "myproject"
+    shutil.copytree(ROOT / "examples" / "mylab", work / "mylab")
+    shutil.copy(ROOT / "examples" / "echo-sweep.yaml", work / "echo-sweep.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # raylab itself; mylab only from the working directory
+    command = [sys.executable, "-m", "raylab.cli", "run", "echo-sweep.yaml", "seeds=[0,1]", "training.steps=20",
+               "training.eval_every=10", "--num-cpus", "1"]
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trials = pd.read_parquet(work / "results" / "echo" / "trials.parquet")
+    assert set(trials["status"]) == {"finished"} and set(trials["cell"]) == {"mylab.cells:GatedIndRNN", "lstm"}
+    assert trials["final/val/acc"].notna().all()
+    table = subprocess.run([sys.executable, "-m", "raylab.cli", "table", "results/echo", "--vs", "LSTM"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and "| GatedIndRNN |" in table.stdout and "Δ vs LSTM" in table.stdout, table.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_searched_run_killed_then_resumed_completes_its_samples(ray_1_cpu, tmp_path):
+    import signal
+
+    from test_faults import SLOW_COPY, raylab, result_rows, wait_for
+
+    search = {"num_samples": 3, "space": {"optimizer.lr": {"loguniform": [1.0e-4, 1.0e-1]}}, "scheduler": {"grace_period": 4, "reduction_factor": 2}}
+    sweep_file = write(tmp_path, task=SLOW_COPY, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], hidden_sizes=[128],
+                       training={"steps": 12, "eval_every": 2}, search=search)
+    sweep_dir = tmp_path / "results" / "research"
+    driver = raylab("run", str(sweep_file), "--num-cpus", "1")  # one trial at a time
+    wait_for(lambda: len(result_rows(sweep_dir)) >= 2, 300, "a second sample to start", driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+
+    assert main(["resume", str(sweep_dir), "--num-cpus", "1"]) == 0
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"}, trials[["status", "steps"]]
+    assert trials["config.optimizer.lr"].nunique() == 3 and trials["search_base"].nunique() == 1
