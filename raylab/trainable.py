@@ -14,6 +14,7 @@ CHECKPOINT_FILE = "state.pt"
 
 def train(config: dict[str, Any]) -> None:
     """Tune entry point. `config = {"trial": <resolved trial>, "runtime": {...}}` (see runner.py)."""
+    from raylab.resume import load_checkpoint, save_checkpoint
     from raylab.training import pick_device, run_trial
 
     runtime = config.get("runtime", {})
@@ -29,14 +30,14 @@ def train(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            restored = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=device, weights_only=True)
+            restored = load_checkpoint(os.path.join(directory, CHECKPOINT_FILE))  # onto the CPU: see raylab/resume.py
 
     def report(metrics: dict[str, Any], state: dict | None) -> None:
         if state is None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+            save_checkpoint(state, os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     run_trial(config["trial"], report, restored, data_dir=runtime.get("data_dir"), device=device)
