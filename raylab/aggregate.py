@@ -2,7 +2,8 @@
 
 The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only finished seeds enter
 the statistics; diverged, errored and unfinished seeds are counted in a `failed` column, never dropped
-silently.
+silently. A row is one configuration: `table_groups` adds the configuration columns that differ
+inside a group, and `summarize` refuses a group that still pools several (raylab/identity.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from raylab import storage
+from raylab.identity import check_one_configuration, split_by_configuration
 from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
@@ -30,6 +32,20 @@ def default_group(trials: pd.DataFrame) -> list[str]:
     """task, the task options that differ between trials (a sweep over `bptt`), variant, hidden_size."""
     varying = [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
     return [DEFAULT_GROUP[0], *varying, *DEFAULT_GROUP[1:]]
+
+
+def table_groups(trials: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """The group columns (default: `default_group`) plus what tells apart the configurations inside a group."""
+    by = list(by or default_group(trials))
+    missing = [c for c in by if c not in trials.columns]
+    if missing:
+        raise ResultsError(f"--by: no column {missing[0]!r} (columns include: {', '.join(c for c in trials.columns if not c.startswith(('final/', 'best/')))})")
+    return split_by_configuration(trials, by)
+
+
+def group_label(by: Sequence[str], key: object) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{c}={v}" for c, v in zip(by, key))
 
 
 def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
@@ -61,6 +77,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
             raise ResultsError(f"--metric: no {stat} values of {metric!r} (available: {available})")
     rows = []
     for key, group in trials.groupby(list(by), sort=True, dropna=False):
+        check_one_configuration(group, f"row {group_label(by, key)}")  # callers split first (table_groups)
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         finished = group[group["status"] == "finished"]
@@ -135,7 +152,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     import matplotlib.pyplot as plt
 
     trials = load_trials(path)
-    by = list(by or default_group(trials))
+    by = table_groups(trials, by)
     curves = read_table(storage.join(path, CURVES_FILE))
     available = sorted(curves["metric"].unique())
     if metric not in available:
@@ -143,7 +160,8 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     finished = trials[trials["status"] == "finished"]
     data = curves[curves["metric"] == metric].merge(finished[["trial_id", *by]], on="trial_id")
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for key, group in data.groupby(list(by), sort=True):
+    for key, group in data.groupby(list(by), sort=True, dropna=False):
+        check_one_configuration(finished[finished["trial_id"].isin(group["trial_id"])], f"curve {group_label(by, key)}")
         key = key if isinstance(key, tuple) else (key,)
         stats = group.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
         sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)

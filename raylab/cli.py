@@ -37,14 +37,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
 
     from raylab import runner
-    from raylab.provenance import provenance
-    from raylab.results import completed_config_hashes
+    from raylab.provenance import code_version, provenance
+    from raylab.results import completed_code_versions
 
     sweep_dir = runner.sweep_directory(sweep)
-    done = completed_config_hashes(sweep_dir)  # a re-run or a grown sweep skips what already finished
+    done = completed_code_versions(sweep_dir)  # a re-run or a grown sweep skips what already finished
     trials = [t for t in sweep.trials if t["config_hash"] not in done]
     if len(trials) < len(sweep.trials):
         print(f"raylab: {len(sweep.trials) - len(trials)} of {len(sweep.trials)} trials already finished in {sweep_dir}; skipping them")
+        print_code_change(done, sweep.trials, code_version(provenance()))
     if trials:
         runner.start_ray(args.address, num_cpus=args.num_cpus)
         runner.check_cluster_resources(sweep, attached=bool(args.address))
@@ -52,6 +53,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime = {"data_dir": data_dir, "provenance": provenance()}
         runner.run_sweep(sweep, trials, runtime)
     return finish(sweep_dir)
+
+
+def print_code_change(done: dict[str, str], trials: list[dict], current: str) -> None:
+    """Say when skipped trials were computed by other code: they are kept, never silently mixed (docs/identity.md)."""
+    older = sorted({done[t["config_hash"]] for t in trials if t["config_hash"] in done} - {current})
+    if older:
+        count = sum(1 for t in trials if done.get(t["config_hash"], current) != current)
+        print(f"raylab: {count} of the skipped trials were computed by other code ({'; '.join(older)}; now {current}): "
+              "they are kept and the table notes rows that mix code versions; move them away to recompute (docs/identity.md)")
 
 
 def finish(sweep_dir: str) -> int:
@@ -93,13 +103,17 @@ def resolve_data_dir(option: str | None) -> str | None:
 
 
 def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
-    from raylab.aggregate import default_group, default_metrics, load_trials, render, summarize
+    from raylab.aggregate import default_metrics, load_trials, render, summarize, table_groups
+    from raylab.identity import code_note
 
     trials = load_trials(path)
-    by = by or default_group(trials)
+    by = table_groups(trials, by)  # one row per configuration: columns that differ are added
     metrics = metrics or default_metrics(trials, stat)
     summary = summarize(trials, by, metrics, stat)
     print(render(summary, by, metrics, fmt, decimals))
+    note = code_note(trials, by)
+    if note:
+        print(f"raylab: {note}", file=sys.stderr)
     errored = int((trials["status"] == "errored").sum())
     return EXIT_TRIAL_ERRORS if exit_on_errors and errored else 0
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from raylab import storage
 from raylab.metrics import metric_mode
+from raylab.provenance import code_version
 
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
@@ -145,6 +146,7 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         "wall_time_s": max((float(r.get("time_total_s", 0.0)) for r in results), default=0.0),
         "error": error,
         "git_commit": provenance.get("git_commit"),
+        "code_version": code_version(provenance),  # not identity: see raylab/identity.py
     }
     for package, version in provenance.get("versions", {}).items():
         row[f"version.{package}"] = version
@@ -192,12 +194,17 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
 
 def completed_config_hashes(sweep_location: str | Path) -> set[str]:
     """Hashes of trials that finished (or diverged) in any earlier run of a sweep."""
+    return set(completed_code_versions(sweep_location))
+
+
+def completed_code_versions(sweep_location: str | Path) -> dict[str, str]:
+    """config_hash -> code_version of the trials that finished (or diverged) in any earlier run of a sweep."""
     if not storage.is_dir(sweep_location):
-        return set()
-    done = set()
+        return {}
+    done = {}
     with storage.local_copy(sweep_location) as local:
         for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
-            done.update(row["config_hash"] for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
+            done.update((row["config_hash"], row["code_version"]) for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
     return done
 
 
