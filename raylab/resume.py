@@ -82,6 +82,16 @@ def unpack_carried_state(saved: dict[str, Any] | None, device: torch.device) -> 
     return place(saved["value"])
 
 
+CHECKPOINT_ENTRIES = ("model", "optimizer", "progress", "rng", "carried_state")
+
+
+def check_entries(checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint without the entries an exact resume needs (one written by an older raylab)."""
+    missing = [name for name in CHECKPOINT_ENTRIES if name not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint has no {', '.join(missing)} (written by an older raylab?): it cannot resume exactly; restart the trial (raylab resume --errored restart)")
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     torch.save(checkpoint, path)
 

@@ -23,7 +23,7 @@ from raylab.metrics import metric_mode
 from raylab.model import SequenceModel, build_model, detach_state
 from raylab.optim import build_optimizer
 from raylab.registry import build
-from raylab.resume import pack_carried_state, restore_rng_states, rng_states, unpack_carried_state
+from raylab.resume import check_entries, pack_carried_state, restore_rng_states, rng_states, unpack_carried_state
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
 from raylab.typecheck import from_mapping
@@ -189,6 +189,7 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     progress = Progress()
     state = None  # the hidden state carried across batches (PTB windows), detached at each step
     if restored is not None:
+        check_entries(restored)
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         progress = Progress(**restored["progress"])

@@ -174,3 +174,12 @@ def test_carried_state_keeps_the_device_of_each_tensor():
     packed["devices"] = ["meta", "meta", "cpu"]  # as if h and c lived on an accelerator, the BN position on the CPU
     (h, c), position = resume.unpack_carried_state(packed, torch.device("meta"))
     assert h.device.type == c.device.type == "meta" and position.device == CPU and int(position) == 7
+
+
+def test_a_checkpoint_without_the_resume_entries_is_refused_in_one_line():
+    whole = record(COPY, None)
+    old = loaded(last_checkpoint(whole))
+    del old["rng"], old["carried_state"]
+    old["torch_rng"] = torch.get_rng_state()  # what raylab wrote before
+    with pytest.raises(ValueError, match=r"^checkpoint has no rng, carried_state \(written by an older raylab\?\)"):
+        record(COPY, None, old)
