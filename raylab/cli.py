@@ -145,7 +145,7 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
     import pandas as pd
 
     from raylab.aggregate import default_metrics, load_trials, to_latex, to_markdown
-    from raylab.published import experiment_name, inferred_layout, load_published, paper_table
+    from raylab.published import experiment_name, inferred_layout, load_published, paper_table, protocol_legend
 
     trials = pd.concat([load_trials(path).assign(experiment=experiment_name(path)) for path in paths], ignore_index=True)
     if compare:
@@ -160,6 +160,8 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
             source = f" ({layout.source})" if layout.source else ""
             print(f"{layout.title}{source}, {stat} {layout.metric}\n")
             print(to_latex(table) if fmt == "latex" else to_markdown(table))
+            if compare:
+                print("\n" + "\n".join(protocol_legend(layout)))
     return 0
 
 

@@ -25,11 +25,22 @@ class OptimizerSpec:
     alpha: float = 0.99  # RMSprop smoothing (the papers' alpha)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam
     eps: float = 1e-8
-    weight_decay: float = 0.0  # for parameters whose cell sets no decay of their own
+    weight_decay: float = 0.0  # for parameters whose cell sets no decay of their own, within the scope below
+    # which of those parameters decay (raylab.optim.WEIGHT_DECAY_SCOPES): "no_bias", every one but the
+    # biases (BN betas included): the IndRNN code of MNIST (PyTorch) and PTB (Theano, Lasagne's
+    # regularizable params); "no_bias_no_norm" also spares normalisation scales (BN gamma), the
+    # IndRNN PyTorch PTB code without --bn_decay; "all": every one, PyTorch's own `weight_decay`
+    weight_decay_scope: Literal["no_bias", "no_bias_no_norm", "all"] = "no_bias"
     clip_grad_norm: float | None = None  # None: no clipping, as in the nnRNN code
     clip_grad_value: float | None = None  # element-wise clamp of every gradient to [-v, v] (IndRNN: 10)
     lr_decay_on_plateau: float | None = None  # multiply every lr by this after a non-improving evaluation (nnRNN PTB: 0.5)
-    lr_decay_patience: int = 0  # ... once this many evaluations in a row did not improve the primary metric
+    lr_decay_patience: int = 0  # ... once more than this many evaluations in a row did not improve the primary metric
+    # The IndRNN schedules (raylab.schedules; docs/protocol.md):
+    lr_decay_patience_halving: bool = False  # the patience halves after each drop (IndRNN PyTorch code)
+    lr_step_every: int | None = None  # multiply every lr by lr_step_factor every this many steps (IndRNN adding: 20,100)
+    lr_step_factor: float = 0.1
+    reload_best_at_drop: Literal["none", "model", "model_and_optimizer"] = "none"  # at each lr drop, go back to the best evaluation's weights (Theano) and optimizer state (PyTorch)
+    lr_stop_below: float | None = None  # stop training once every lr is below this after a drop (IndRNN: 1e-6)
 
     def check(self, where: str) -> None:
         prefix = f"{where}." if where else ""
@@ -39,6 +50,16 @@ class OptimizerSpec:
         if self.lr_decay_on_plateau is not None and not 0.0 < self.lr_decay_on_plateau < 1.0:
             raise ConfigError(f"{prefix}lr_decay_on_plateau: must be in (0, 1), got {self.lr_decay_on_plateau}")
         check_positive(self.lr_orth, f"{prefix}lr_orth")
+        check_positive(self.lr_step_every, f"{prefix}lr_step_every")
+        check_positive(self.lr_stop_below, f"{prefix}lr_stop_below")
+        if not 0.0 < self.lr_step_factor < 1.0:
+            raise ConfigError(f"{prefix}lr_step_factor: must be in (0, 1), got {self.lr_step_factor}")
+        drops = self.lr_decay_on_plateau is not None or self.lr_step_every is not None
+        for name, is_set in (("reload_best_at_drop", self.reload_best_at_drop != "none"), ("lr_stop_below", self.lr_stop_below is not None)):
+            if is_set and not drops:
+                raise ConfigError(f"{prefix}{name}: needs lr_decay_on_plateau or lr_step_every (it acts at each lr drop)")
+        if self.lr_decay_patience_halving and self.lr_decay_on_plateau is None:
+            raise ConfigError(f"{prefix}lr_decay_patience_halving: needs lr_decay_on_plateau")
         check_positive(self.eps, f"{prefix}eps")
         check_positive(self.clip_grad_norm, f"{prefix}clip_grad_norm")
         check_positive(self.weight_decay, f"{prefix}weight_decay", allow_zero=True)

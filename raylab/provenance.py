@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+# Set by `raylab submit` for the job's driver, whose uploaded working_dir has no .git.
+GIT_COMMIT_VARIABLE = "RAYLAB_GIT_COMMIT"
 PACKAGES = ("raylab", "torch", "ray", "numpy", "torchvision", "pyarrow", "pandas")
 
 
@@ -16,7 +19,7 @@ def git_commit(directory: str | Path = ".") -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get(GIT_COMMIT_VARIABLE) or None
     return f"{commit}+dirty" if dirty else commit
 
 
@@ -27,6 +30,10 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    if versions["raylab"] is None:  # a job's uploaded working_dir, not an installed package
+        from raylab import __version__
+
+        versions["raylab"] = __version__
     return versions
 
 

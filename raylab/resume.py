@@ -82,7 +82,7 @@ def unpack_carried_state(saved: dict[str, Any] | None, device: torch.device) -> 
     return place(saved["value"])
 
 
-CHECKPOINT_ENTRIES = ("model", "optimizer", "progress", "rng", "carried_state")
+CHECKPOINT_ENTRIES = ("model", "optimizer", "progress", "rng", "carried_state")  # "schedule" may be absent (raylab.schedules)
 
 
 def check_entries(checkpoint: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ The job is the same `raylab run FILE --address auto` that runs on a laptop, star
   and the entrypoint is `python -m raylab.cli run ...`, so the driver and every trial import this
   checkout's `raylab`, whatever version the cluster has installed;
 - dependencies (torch, Ray, pyarrow, ...): installed on every node by the cluster file's setup
-  commands (`pip install -e .[cluster]`) or baked into the image (cluster/Dockerfile), never per job;
+  commands (`pip install -r cluster/node/requirements.txt`) or baked into the image
+  (cluster/Dockerfile), never per job;
 - results: the sweep's `storage` must outlive the job (an s3:// or gs:// URI, or an absolute path on
   a shared filesystem); a relative path would land in the job's temporary working directory.
 
@@ -14,6 +15,10 @@ sent as `Authorization: Bearer <token>`, read from --token-file, $RAY_AUTH_TOKEN
 $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (Ray's own order). Ray 2.60's JobSubmissionClient adds
 this header by itself only when the client process also has RAY_AUTH_MODE=token, so raylab sends it
 explicitly and the user need not export anything.
+
+Address: the one given (--address, whose default is $RAY_API_SERVER_ADDRESS) is the one used and
+the one errors name. Ray's client alone would prefer $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS,
+over it, so a shell that still exports RAY_ADDRESS=auto would send the job elsewhere.
 
 Exit codes: 2 for anything wrong on this side (bad sweep file, bad address, no server, missing or
 rejected token, unknown job id), 1 when the cluster refused or failed the job.
@@ -26,6 +31,8 @@ import os
 import secrets
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,9 @@ REMOTE_STORAGE_PREFIXES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "fi
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Ray's JobSubmissionClient replaces the address it is given with the first of these that is set
+# (ray/dashboard/utils.py, get_address_for_submission_client), so `--address` would be ignored.
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 
 class ClusterError(RuntimeError):
@@ -76,14 +86,25 @@ def check_address(address: str) -> str:
     return address.rstrip("/")
 
 
+@contextmanager
+def address_variables_hidden() -> Iterator[None]:
+    """Hide $RAY_API_SERVER_ADDRESS and $RAY_ADDRESS from Ray while a client is built, then restore them."""
+    saved = {name: os.environ.pop(name) for name in ADDRESS_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def connect(address: str, token: str | None) -> Any:
-    """A JobSubmissionClient that has checked the server answers and accepts the token."""
+    """A JobSubmissionClient for exactly `address` that has checked the server answers and accepts the token."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(address, headers=headers)
+        with address_variables_hidden():  # the address given wins over the environment
+            return JobSubmissionClient(address, headers=headers)
     except AuthenticationError as error:
         why = "token rejected (HTTP 403)" if str(error).startswith("Authentication failed") else "the cluster requires a token (HTTP 401)"
         hint = "check --token-file / RAY_AUTH_TOKEN" if token else "pass --token-file or set RAY_AUTH_TOKEN"
@@ -128,6 +149,7 @@ def submission_id(sweep_name: str) -> str:
 
 def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: str, token_file: str | None = None) -> str:
     """Validate the sweep here, then submit it as a Ray Job; return the job's submission id."""
+    from raylab.provenance import GIT_COMMIT_VARIABLE, git_commit
     from raylab.sweep import load_sweep
 
     sweep = load_sweep(sweep_file, overrides, smoke=smoke)  # ConfigError: nothing is submitted
@@ -139,7 +161,12 @@ def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: st
         return client.submit_job(
             entrypoint=entrypoint,
             submission_id=submission_id(sweep.spec.name),
-            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES},
+            runtime_env={
+                "working_dir": str(PROJECT_ROOT),
+                "excludes": WORKING_DIR_EXCLUDES,
+                # The uploaded working_dir has no .git: the driver on the cluster records this commit.
+                "env_vars": {GIT_COMMIT_VARIABLE: git_commit(PROJECT_ROOT) or ""},
+            },
             metadata={"raylab_sweep": sweep.spec.name, "raylab_file": project_relative(sweep_file)},
         )
     except Exception as error:

@@ -24,6 +24,7 @@ from raylab.model import SequenceModel, build_model, detach_state
 from raylab.optim import build_optimizer
 from raylab.registry import build
 from raylab.resume import check_entries, pack_carried_state, restore_rng_states, rng_states, unpack_carried_state
+from raylab.schedules import LrSchedule
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
 from raylab.typecheck import from_mapping
@@ -124,20 +125,6 @@ def zero_nonfinite_step(model: nn.Module, finite: Tensor) -> None:
             parameter.grad.masked_fill_(finite.logical_not(), 0.0)
 
 
-def decay_on_plateau(optimizer: torch.optim.Optimizer, spec: OptimizerSpec, progress: Progress) -> None:
-    """Multiply every group's lr by `lr_decay_on_plateau` once the metric stalled past the patience.
-
-    nnRNN's PTB script halves both optimizers' lr after every epoch whose validation loss is not the
-    best so far (factor 0.5, patience 0, one evaluation per epoch). The lr lives in the optimizer's
-    state dict, so a restored trial continues with the decayed value.
-    """
-    if spec.lr_decay_on_plateau is None or progress.stale_evals <= spec.lr_decay_patience:
-        return
-    for group in optimizer.param_groups:
-        group["lr"] *= spec.lr_decay_on_plateau
-    progress.stale_evals = 0
-
-
 def pick_device() -> torch.device:
     """CUDA when Ray gave this trial a GPU (Ray hides GPUs from trials that asked for none)."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -188,11 +175,13 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     schedule = Schedule.of(training, task)
     progress = Progress()
     state = None  # the hidden state carried across batches (PTB windows), detached at each step
+    lr_schedule = LrSchedule(optimizer_spec)  # plateau and step decay, reloads, the stop (raylab.schedules)
     if restored is not None:
         check_entries(restored)
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         progress = Progress(**restored["progress"])
+        lr_schedule.load_state_dict(restored.get("schedule"))
         restore_rng_states(restored["rng"], device)  # e.g. dropout masks continue as uninterrupted
         state = unpack_carried_state(restored["carried_state"], device)
     mode = metric_mode(task.primary_metric)
@@ -203,12 +192,13 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "progress": dataclasses.asdict(progress),
+            "schedule": lr_schedule.state_dict(),
             "rng": rng_states(device),
             "carried_state": pack_carried_state(state),
         }
 
     model.train()
-    while progress.step < schedule.total_steps:
+    while progress.step < schedule.total_steps and not lr_schedule.stopped:
         batch = task.train_batch(progress.step, trial["seed"])
         state = None if batch.reset_state else detach_state(state)
         outputs, state = model(batch.inputs, state)
@@ -227,8 +217,9 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
         model.after_optimizer_step()
         stats.add(progress.step, finite, loss, task.batch_metrics(outputs.detach(), batch.targets))
         progress.step += 1
+        lr_schedule.after_step(optimizer, model, progress)  # step decay, before this step's checkpoint
 
-        evaluating = progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps
+        evaluating = progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps or lr_schedule.stopped
         if evaluating or progress.step % FINITE_CHECK_EVERY == 0:
             diverged = stats.diverged_at()
             if diverged is not None:
@@ -244,11 +235,13 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
             value = metrics[task.primary_metric]
             if is_better(value, progress.best_value, mode):
                 progress.best_value = value
-                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()} if task.final_splits else None
+                keep = task.final_splits or lr_schedule.reloads_best
+                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()} if keep else None
                 progress.stale_evals = 0
+                lr_schedule.on_best(optimizer)
             else:
                 progress.stale_evals += 1
-                decay_on_plateau(optimizer, optimizer_spec, progress)
+                lr_schedule.after_stale_evaluation(optimizer, model, progress)
             report(metrics, checkpoint())
 
     if task.final_splits and progress.best_model is not None:

@@ -1,24 +1,35 @@
 """Every file in cluster/ is checked offline: launcher YAMLs against the schema in the installed Ray
 wheel (and Ray's own config preparation), the KubeRay manifest for its GPU group and token auth, and
 all of them for an opening comment with their commands, token auth, a loopback-only dashboard and no
-secrets. No cloud calls: nothing here needs credentials or a network.
+secrets. What would only fail on a real cloud is checked from the launcher's known behaviour (Ray
+2.60): an identity on every GPU worker type (the launcher gives one to the head only), GPU workers
+that wait for the NVIDIA driver before Docker starts, and file mounts that carry only what the nodes
+need, as directories. No cloud calls: nothing here needs credentials or a network.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
-ALL_FILES = sorted(p for p in CLUSTER.iterdir() if p.is_file())
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = REPO / "cluster"
+ALL_FILES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 YAML_FILES = [p for p in ALL_FILES if p.suffix in (".yaml", ".yml")]
 LAUNCHER_FILES = [p for p in YAML_FILES if "provider" in yaml.safe_load(p.read_text())]
+CLOUD_FILES = [p for p in LAUNCHER_FILES if yaml.safe_load(p.read_text())["provider"]["type"] in ("aws", "gcp")]
 KUBE_FILES = [p for p in YAML_FILES if "apiVersion" in yaml.safe_load(p.read_text())]
+NODE_REQUIREMENTS = CLUSTER / "node" / "requirements.txt"
+TOKEN_DIR = "~/.ray/cluster-token"  # on your machine and on the nodes (docs/cluster.md)
+TOKEN_PATH_ON_NODES = "$HOME/.ray/cluster-token/auth_token"  # as `ray start` reads it there
 
 SECRET_PATTERNS = {
     "AWS access key id": r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -32,7 +43,7 @@ SECRET_PATTERNS = {
 
 
 def ids(paths: list[Path]) -> list[str]:
-    return [p.name for p in paths]
+    return [p.relative_to(CLUSTER).as_posix() for p in paths]
 
 
 def load(path: Path) -> dict:
@@ -53,9 +64,17 @@ def start_commands(config: dict) -> list[str]:
     return [*config.get("head_start_ray_commands", []), *config.get("worker_start_ray_commands", [])]
 
 
+def gpu_worker_types(config: dict) -> dict[str, dict]:
+    return {
+        name: node_type
+        for name, node_type in config["available_node_types"].items()
+        if name != config["head_node_type"] and node_type["resources"].get("GPU", 0) >= 1
+    }
+
+
 def test_the_expected_files_are_there():
-    names = {p.name for p in ALL_FILES}
-    assert {"aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml", "kuberay.yaml"} <= names
+    names = set(ids(ALL_FILES))
+    assert {"aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml", "kuberay.yaml", "node/requirements.txt"} <= names
     assert {p.name for p in LAUNCHER_FILES} == {"aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"}
     assert [p.name for p in KUBE_FILES] == ["kuberay.yaml"]
 
@@ -64,10 +83,11 @@ def test_the_expected_files_are_there():
 def test_every_file_opens_with_a_comment_naming_its_commands(path: Path):
     comment = opening_comment(path)
     assert comment.count("\n") >= 2, f"{path.name}: no opening comment saying what it is for"
-    relative = f"cluster/{path.name}"
+    relative = path.relative_to(REPO).as_posix()
     if path in LAUNCHER_FILES:
-        for command in (f"ray up {relative}", f"ray dashboard {relative}", "raylab submit", "raylab status", "raylab logs", f"ray down {relative}"):
+        for command in (f"ray up {relative}", f"ray up --no-restart {relative}", f"ray dashboard {relative}", "raylab submit", "raylab status", "raylab logs", f"ray down {relative}"):
             assert command in comment, f"{path.name}: opening comment does not name `{command}`"
+        assert "repository root" in comment, f"{path.name}: opening comment must say to run `ray up` from the repository root"
     elif path in KUBE_FILES:
         for command in (f"kubectl apply -f {relative}", "kubectl port-forward", "raylab submit", f"kubectl delete -f {relative}"):
             assert command in comment, f"{path.name}: opening comment does not name `{command}`"
@@ -133,18 +153,96 @@ def test_launcher_file_starts_ray_with_token_auth_on_loopback(path: Path):
     starts = [c for c in start_commands(config) if "ray start" in c]
     assert len(starts) == 2
     assert all("RAY_AUTH_MODE=token" in c for c in starts), "every `ray start` needs RAY_AUTH_MODE=token"
+    assert all(f"RAY_AUTH_TOKEN_PATH={TOKEN_PATH_ON_NODES}" in c for c in starts), f"every `ray start` must read the token mounted at {TOKEN_DIR}"
     head = next(c for c in starts if "--head" in c)
     assert "--dashboard-host=127.0.0.1" in head
-    token_mount = config["file_mounts"].get("~/.ray/auth_token")
-    assert token_mount and not Path(token_mount).expanduser().resolve().is_relative_to(CLUSTER.parent), "token must come from outside the repo"
+    token_mount = config["file_mounts"].get(TOKEN_DIR)
+    assert token_mount, f"{path.name}: file_mounts must carry the token directory to {TOKEN_DIR}"
+    assert not Path(token_mount).expanduser().resolve().is_relative_to(REPO), "token must come from outside the repo"
 
 
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=ids(LAUNCHER_FILES))
-def test_launcher_file_installs_the_project_with_the_pinned_ray(path: Path):
+def test_launcher_file_mounts_only_what_nodes_need_as_directories(path: Path):
+    """`ray up` hashes every file under each mount source (rsync excludes do not apply) and updates the
+    nodes when that hash changes; Docker bind-mounts each mount, and a file mount keeps the old inode
+    after `ray up` replaces the file (a rotated token would never arrive)."""
+    for remote, source in load(path)["file_mounts"].items():
+        where = f"{path.name}: file_mounts {remote!r}: {source!r}"
+        local = Path(source).expanduser()
+        if local.is_absolute():  # from your home directory: the token
+            assert not local.resolve().is_relative_to(REPO), f"{where}: point into the repository with a relative path"
+            assert local.name != "auth_token", f"{where}: mount the token's directory, not the file"
+            continue
+        inside = (REPO / local).resolve()
+        assert inside.is_relative_to(CLUSTER), f"{where}: nodes get only folders of cluster/, not the checkout (.git, .venv, results)"
+        assert inside.is_dir(), f"{where}: mount a directory (run `ray up` from the repository root)"
+
+
+def test_node_requirements_are_pyprojects_dependencies():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"]["cluster"]
+    listed = [line.strip() for line in NODE_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert listed == expected, "cluster/node/requirements.txt must list pyproject.toml's dependencies, then its cluster extra:\n" + "\n".join(expected)
+
+
+def worker_identity(provider: dict, node_config: dict) -> str | None:
+    """The instance profile (AWS) or service account (GCP) a node type runs as, by name; None if none."""
+    if provider["type"] == "aws":
+        profile = node_config.get("IamInstanceProfile") or {}
+        return profile.get("Name") or (profile["Arn"].rsplit("/", 1)[-1] if profile.get("Arn") else None)
+    accounts = node_config.get("serviceAccounts") or []
+    if not accounts:
+        return None
+    account, _, domain = accounts[0]["email"].partition("@")
+    assert domain == f"{provider['project_id']}.iam.gserviceaccount.com", f"service account {accounts[0]['email']} is not in provider.project_id"
+    assert accounts[0].get("scopes"), f"service account {account} without scopes gets no API access"
+    return account
+
+
+@pytest.mark.parametrize("path", CLOUD_FILES, ids=ids(CLOUD_FILES))
+def test_every_gpu_worker_type_has_a_cloud_identity(path: Path):
+    """Trials write checkpoints to the bucket from the workers; the launcher gives an identity to the head only."""
+    config = load(path)
+    workers = gpu_worker_types(config)
+    assert workers, f"{path.name}: no GPU worker type"
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    for name, node_type in workers.items():
+        identity = worker_identity(config["provider"], node_type["node_config"])
+        assert identity, f"{path.name}: {name}: no IamInstanceProfile / serviceAccounts, so its trials cannot write to the bucket"
+        assert identity in docs, f"docs/cluster.md does not say how to create {identity!r} ({path.name}: {name})"
+    if config["provider"]["type"] == "aws":
+        assert "iam:PassRole" in docs, "docs/cluster.md must say that the head's role needs iam:PassRole on the workers' role"
+
+
+@pytest.mark.parametrize("path", CLOUD_FILES, ids=ids(CLOUD_FILES))
+def test_gpu_workers_wait_for_the_driver_before_docker_starts(path: Path, tmp_path: Path):
+    """The launcher adds --runtime=nvidia only if nvidia-smi works when the container starts; a GCP
+    driver is installed at boot. Only GPU workers wait: the CPU head would wait for nothing."""
+    config = load(path)
+    assert not any("nvidia-smi" in c for c in config.get("initialization_commands", [])), f"{path.name}: the CPU head would wait for a GPU driver it never gets"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    nvidia_smi = fake_bin / "nvidia-smi"
+    nvidia_smi.write_text("#!/bin/sh\nexit 0\n")  # a driver that is up
+    nvidia_smi.chmod(nvidia_smi.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    for name, node_type in gpu_worker_types(config).items():
+        waits = [c for c in node_type.get("initialization_commands", []) if "nvidia-smi" in c]
+        assert waits, f"{path.name}: {name}: initialization_commands do not wait for nvidia-smi"
+        assert all(c.startswith("timeout ") for c in waits), f"{path.name}: {name}: the wait must give up (timeout) rather than hang the node"
+        for command in waits:
+            assert subprocess.run(["bash", "-c", command], env=env, timeout=30).returncode == 0
+
+
+@pytest.mark.parametrize("path", LAUNCHER_FILES, ids=ids(LAUNCHER_FILES))
+def test_launcher_file_installs_the_dependencies_with_the_pinned_ray(path: Path):
     import ray
 
-    setup = " ".join(load(path)["setup_commands"])
-    assert "[cluster]" in setup, "setup must install the project with its cluster extra"
+    config = load(path)
+    setup = " ".join(config["setup_commands"])
+    assert config["file_mounts"].get("~/raylab-node") == "cluster/node", "the dependency list must reach the nodes"
+    assert "-r ~/raylab-node/requirements.txt" in setup, "setup must install cluster/node/requirements.txt (the cluster extra included)"
     assert f"ray[default,tune]=={ray.__version__}" in setup, f"setup must pin Ray to the installed {ray.__version__}"
 
 
@@ -160,7 +258,7 @@ def test_kuberay_manifest(path: Path):
     assert spec.get("authOptions", {}).get("mode") == "token"
     head = spec["headGroupSpec"]
     assert str(head["rayStartParams"].get("num-cpus")) == "0"
-    assert head["rayStartParams"].get("dashboard-host", "127.0.0.1") == "127.0.0.1"
+    assert head["rayStartParams"].get("dashboard-host") == "127.0.0.1", "set dashboard-host: KubeRay's default is 0.0.0.0"
     gpu_limits = [
         container["resources"]["limits"].get("nvidia.com/gpu", 0)
         for group in spec["workerGroupSpecs"]

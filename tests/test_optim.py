@@ -15,7 +15,7 @@ def group_of(groups: list[dict], param: torch.nn.Parameter) -> dict:
 
 def test_nnrnn_groups():
     cell = NNRNN(3, 8, t_decay=1e-4)
-    groups = parameter_groups(cell.parameters(), OptimizerSpec(lr=1e-3, lr_orth=1e-4, weight_decay=0.0))
+    groups = parameter_groups(cell, OptimizerSpec(lr=1e-3, lr_orth=1e-4, weight_decay=0.0))
     assert group_of(groups, cell.log_p) == {"params": [cell.log_p], "lr": 1e-4, "weight_decay": 0.0}
     assert group_of(groups, cell.t)["weight_decay"] == 1e-4 and group_of(groups, cell.t)["lr"] == 1e-3
     for param in (cell.theta, cell.gamma, cell.weight_ih, cell.modrelu_bias):
@@ -24,13 +24,13 @@ def test_nnrnn_groups():
 
 def test_lr_orth_falls_back_to_lr():
     cell = ExpRNN(3, 8)
-    groups = parameter_groups(cell.parameters(), OptimizerSpec(lr=1e-3))
+    groups = parameter_groups(cell, OptimizerSpec(lr=1e-3))
     assert group_of(groups, cell.log_weight)["lr"] == 1e-3
 
 
 def test_indrnn_recurrent_weights_and_biases_never_decay():
     cell = IndRNN(3, 8, num_layers=2, batch_norm="after")
-    groups = parameter_groups(cell.parameters(), OptimizerSpec(name="adam", lr=2e-4, weight_decay=1e-4))
+    groups = parameter_groups(cell, OptimizerSpec(name="adam", lr=2e-4, weight_decay=1e-4))
     for recurrence in cell.recurrences:
         assert group_of(groups, recurrence.weight_hh)["weight_decay"] == 0.0
     for linear in cell.linears:

@@ -62,7 +62,13 @@ PTB_WORD = {  # IndRNN with frame-wise BN (its position travels in the carried s
     "hidden_size": 8,
     "seed": 0,
 }
-CASES = {"copy": COPY, "adding": ADDING, "psmnist": PSMNIST, "ptb-char": PTB_CHAR, "ptb-word": PTB_WORD}
+SCHEDULED = {  # IndRNN's schedules: step decay, plateau drops reloading the best weights and optimizer state, the stop
+    **ADDING,
+    "optimizer": {"name": "adam", "lr": 1e-2, "lr_step_every": 3, "lr_step_factor": 0.5, "lr_decay_on_plateau": 0.5,
+                  "reload_best_at_drop": "model_and_optimizer", "lr_stop_below": 1e-3},
+    "training": {"steps": 40, "eval_every": 2},
+}
+CASES = {"copy": COPY, "adding": ADDING, "psmnist": PSMNIST, "ptb-char": PTB_CHAR, "ptb-word": PTB_WORD, "schedules": SCHEDULED}
 NEEDS_DATA = ("psmnist", "ptb-char", "ptb-word")
 
 
@@ -119,6 +125,12 @@ def test_the_lr_schedule_is_exercised_and_resumes(shared_data):
     whole = record(PTB_CHAR, str(shared_data))
     lrs = [loaded(blob)["optimizer"]["param_groups"][0]["lr"] for _, blob in whole if blob is not None]
     assert lrs[0] == 0.05 and min(lrs[:-1]) < 0.05, lrs
+
+
+def test_the_step_schedule_drops_reloads_and_stops_before_its_budget():
+    whole = record(SCHEDULED, None)
+    schedules = [loaded(blob)["schedule"] for _, blob in whole if blob is not None]
+    assert schedules[-1]["stopped"] and whole[-1][0]["step"] < 40 and schedules[0]["best_optimizer"] is not None
 
 
 def rerun_without(trial: dict, data_dir, drop: str) -> tuple[list, list]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -177,21 +178,31 @@ def request(url: str, method: str = "GET", token: str | None = None) -> int:
         return 0  # nothing listening (yet)
 
 
+def make_cluster_token(directory: Path) -> Path:
+    """What docs/cluster.md has users run: Ray's own generator (secrets.token_hex(32)), mode 600 in a 700 directory."""
+    directory.mkdir(mode=0o700, parents=True)
+    token_file = directory / "auth_token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(secrets.token_hex(32))
+    return token_file
+
+
 @pytest.fixture(scope="module")
 def token_head():
     """A one-CPU Ray head with RAY_AUTH_MODE=token, dashboard on 127.0.0.1 and free ports only.
 
-    Yields (address, token file, scratch dir). Its own HOME holds the token, so nothing touches
-    ~/.ray; a short private temp dir keeps Ray's socket paths short and marks its processes.
+    Yields (address, token file, scratch dir). The token is made and read as on the launcher
+    clusters (docs/cluster.md): Ray's generator, a private directory, RAY_AUTH_TOKEN_PATH for `ray
+    start`; its own HOME has no ~/.ray/auth_token, so the job's driver can only find the token
+    through the variable it inherits. A short private temp dir keeps Ray's socket paths short and
+    marks its processes.
     """
     scratch = Path(tempfile.mkdtemp(prefix="rlsub-"))
     home = scratch / "home"
-    home.mkdir()
+    token_file = make_cluster_token(home / ".ray" / "cluster-token")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_API_SERVER"))}
-    env.update(HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     ray_cli = str(VENV_BIN / "ray")
-    subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
-    token_file = home / ".ray" / "auth_token"
     dashboard_port = free_port()
     log = open(scratch / "ray-start.log", "w")
     head = subprocess.Popen(
@@ -235,14 +246,14 @@ def test_token_head_refuses_requests_without_a_valid_token(token_head):
     assert request(f"{address}/api/jobs/", method="POST", token="not-the-token") == 403
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`raylab ...` in a fresh process: after an in-process `ray.init` (other test modules), Ray's
     client caches that cluster's token and would send it, which a user's shell never does."""
     return subprocess.run([sys.executable, "-m", "raylab.cli", *args], capture_output=True, text=True, timeout=120, env=os.environ.copy())
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_submit_without_or_with_a_wrong_token_is_refused_in_one_line(token_head, no_token):
     address, _, scratch = token_head
     refused = run_cli("submit", SMOKE, f"storage={scratch / 'results'}", "--smoke", "--address", address)
@@ -274,3 +285,26 @@ def test_submit_with_the_token_runs_the_sweep_to_the_end(token_head, no_token, c
     assert capsys.readouterr().out.startswith(f"{job_id}: SUCCEEDED")
     assert main(["logs", job_id, "--follow", "--address", address, "--token-file", str(token_file)]) == 0
     assert "trials of sweep 'smoke'" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("variables", [["RAY_ADDRESS"], ["RAY_API_SERVER_ADDRESS"], ["RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"]])
+def test_the_address_given_wins_over_the_environment(variables, token_head, no_token, monkeypatch, capsys):
+    """Ray's client alone would take $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS over the address it is given."""
+    address, token_file, _ = token_head
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    token = ["--token-file", str(token_file)]
+
+    for name in variables:
+        monkeypatch.setenv(name, dead)
+    assert main(["status", "raylab-nothing", "--address", address, *token]) == 2
+    err = capsys.readouterr().err.strip()  # the live head answered: its 404, not a dead port
+    assert err == f"raylab: error: {address}: job raylab-nothing: Request failed with status code 404: Job raylab-nothing does not exist."
+    assert all(os.environ[name] == dead for name in variables), "the user's environment must be left as it was"
+
+    for name in variables:
+        monkeypatch.setenv(name, address)
+    assert main(["logs", "raylab-nothing", "--address", dead, *token]) == 2
+    err = capsys.readouterr().err.strip()  # the dead address given is the one tried and named
+    assert err.startswith(f"raylab: error: {dead}: no Ray dashboard answers"), err

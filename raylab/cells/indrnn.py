@@ -24,6 +24,8 @@ class FrameNorm(nn.Module):
     eps 1e-5, momentum 0.1, gamma 1, beta 0, as there.
     """
 
+    is_normalization = True  # its gamma is a normalisation scale for the weight-decay scope (raylab.optim)
+
     def __init__(self, width: int, window: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.window, self.eps, self.momentum = window, eps, momentum
@@ -120,8 +122,8 @@ class IndRNN(nn.Module):
     u is initialised U(0, bound) (the authors' code; U(0, 1) without a bound); with
     `last_layer_init` the last recurrence gets U((1/magnitude)^(1/T), bound), for tasks that read
     only the last step, chosen by index (the plain-net name-match bug of §1.3 is not copied).
-    Linear weights are Kaiming-uniform with a = 8, biases 0 and free of weight decay, as in the authors'
-    PyTorch code.
+    Linear weights are Kaiming-uniform with a = 8 and biases 0, as in the authors' PyTorch code; u is
+    never decayed, the biases and BN parameters as the optimizer's `weight_decay_scope` says.
     """
 
     def __init__(
@@ -162,8 +164,7 @@ class IndRNN(nn.Module):
         self.recurrences = nn.ModuleList(Recurrence(width, batch_norm, batch_norm_stats, frame_window) for width in widths)
         for linear in self.linears:
             nn.init.kaiming_uniform_(linear.weight, a=8)
-            nn.init.zeros_(linear.bias)
-            tag(linear.bias, weight_decay=0.0)
+            nn.init.zeros_(linear.bias)  # decayed or not by the optimizer's weight_decay_scope
         for recurrence in self.recurrences:
             nn.init.uniform_(recurrence.weight_hh, 0.0, self.bound)
         if last_layer_init:

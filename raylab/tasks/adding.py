@@ -31,10 +31,19 @@ def adding_sequences(generator: torch.Generator, batch_size: int, length: int) -
     return torch.stack([values, markers], dim=-1), targets
 
 
+EvalData = Literal["fresh", "fixed"]
+
+
 class AddingTask:
     """Adding problem: output the sum of two marked values in a length-T sequence (MSE).
 
     Fresh data every step; the baseline of always answering 1 has MSE 1/6 (about 0.167).
+    `eval_data` says which `eval_size` sequences each evaluation scores:
+    - "fresh" (default): new ones at every evaluation, as the IndRNN code (adding.py draws 1,000 with
+      numpy at every evaluation, reference §3.1). Here the set that follows training batch s is drawn
+      from a generator seeded by s alone: the same for every trial and seed at a given step, and the
+      same again when a trial is restored from a checkpoint;
+    - "fixed": one set drawn once, the same at every evaluation of every trial (smoother curves).
     """
 
     input_size = 2
@@ -46,21 +55,25 @@ class AddingTask:
     final_splits: tuple[str, ...] = ()
     smoke_options: ClassVar[dict] = {"length": 40, "batch_size": 4, "eval_size": 8}  # --smoke: short sequences, small batches
 
-    def __init__(self, length: int = 100, batch_size: int = 32, eval_size: int = 1000) -> None:
+    def __init__(self, length: int = 100, batch_size: int = 32, eval_size: int = 1000, eval_data: EvalData = "fresh") -> None:
         if length < 2:
             raise ValueError(f"length must be at least 2, got {length}")
         for name, value in (("batch_size", batch_size), ("eval_size", eval_size)):
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
-        self.length, self.batch_size, self.eval_size = length, batch_size, eval_size
+        self.length, self.batch_size, self.eval_size, self.eval_data = length, batch_size, eval_size, eval_data
         self.device = torch.device("cpu")
         self._val_batches: list[Batch] = []
+        self._last_train_step = -1  # the fresh validation set after training batch s is drawn from s
 
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
-        generator = torch.Generator().manual_seed(EVAL_SEED)
+        if self.eval_data == "fixed":
+            self._val_batches = self._eval_batches(torch.Generator().manual_seed(EVAL_SEED))
+
+    def _eval_batches(self, generator: torch.Generator) -> list[Batch]:
         chunk = min(self.eval_size, 250)
-        self._val_batches = [
+        return [
             self._batch(*adding_sequences(generator, min(chunk, self.eval_size - start), self.length))
             for start in range(0, self.eval_size, chunk)
         ]
@@ -75,6 +88,7 @@ class AddingTask:
         return nn.Linear(hidden_size, 1)
 
     def train_batch(self, step: int, seed: int) -> Batch:
+        self._last_train_step = step
         return self._batch(*adding_sequences(step_generator(seed, step), self.batch_size, self.length))
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
@@ -84,4 +98,6 @@ class AddingTask:
         return {}
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        if self.eval_data == "fresh":
+            return evaluate_batches(model, self, self._eval_batches(step_generator(EVAL_SEED, self._last_train_step)))
         return evaluate_batches(model, self, self._val_batches)
