@@ -120,9 +120,10 @@ class StepStats:
 def zero_nonfinite_step(model: nn.Module, finite: Tensor) -> None:
     """Zero the gradients of a step whose objective was not finite, so the weights stay finite until
     the next divergence check stops the trial (orthogonal cells' eigh would fail on NaN weights)."""
+    nonfinite = finite.logical_not()
     for parameter in model.parameters():
         if parameter.grad is not None:
-            parameter.grad.masked_fill_(finite.logical_not(), 0.0)
+            parameter.grad.masked_fill_(nonfinite, 0.0)
 
 
 def pick_device() -> torch.device:
