@@ -142,3 +142,10 @@ def test_a_rerun_says_when_skipped_trials_came_from_other_code(tmp_path, capsys)
     assert capsys.readouterr().out.startswith("raylab: 1 of the skipped trials were computed by other code (aaaaaaaaaaaa torch 2.0; now bbbbbbbbbbbb torch 2.5)")
     print_code_change({trials[0]["config_hash"]: "bbbbbbbbbbbb torch 2.5"}, trials, "bbbbbbbbbbbb torch 2.5")
     assert capsys.readouterr().out == ""
+
+
+def test_an_unknown_precision_is_one_line_naming_the_key(tmp_path):
+    from raylab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sweep.yaml: training.precision: 'bf16' is not one of fp32\|tf32"):
+        trials_of(tmp_path, SWEEP, "training.precision=bf16")
