@@ -144,6 +144,12 @@ def render(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fmt
     return to_latex(table) if fmt == "latex" else to_markdown(table)
 
 
+def curve_label(by: Sequence[str], key: tuple, requested: int) -> str:
+    """`copy LSTM 8`, then `name=value` for each column added to tell configurations apart (`optimizer.lr=0.5`)."""
+    added = ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(by[requested:], key[requested:]))
+    return " ".join(str(k) for k in key[:requested]) + (f" [{added}]" if added else "")
+
+
 def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] | None = None) -> Path:
     """Learning curves: the mean over finished seeds per group, with a +-1 standard-error band."""
     import matplotlib
@@ -152,6 +158,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     import matplotlib.pyplot as plt
 
     trials = load_trials(path)
+    requested = len(by or default_group(trials))
     by = table_groups(trials, by)
     curves = read_table(storage.join(path, CURVES_FILE))
     available = sorted(curves["metric"].unique())
@@ -165,7 +172,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
         key = key if isinstance(key, tuple) else (key,)
         stats = group.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
         sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
-        label = " ".join(str(k) for k in key) + f" (n={int(stats['count'].max())})"
+        label = curve_label(by, key, requested) + f" (n={int(stats['count'].max())})"
         (line,) = axes.plot(stats["step"], stats["mean"], label=label)
         axes.fill_between(stats["step"], stats["mean"] - sem, stats["mean"] + sem, color=line.get_color(), alpha=0.25)
     axes.set_xlabel("training step")

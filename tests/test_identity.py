@@ -149,3 +149,16 @@ def test_an_unknown_precision_is_one_line_naming_the_key(tmp_path):
 
     with pytest.raises(ConfigError, match=r"sweep.yaml: training.precision: 'bf16' is not one of fp32\|tf32"):
         trials_of(tmp_path, SWEEP, "training.precision=bf16")
+
+
+def test_a_plot_draws_one_curve_per_configuration_and_names_what_differs(tmp_path):
+    from raylab.aggregate import curve_label, plot_curves
+    from raylab.results import CURVES_FILE, curves_table
+
+    trials = frame(trials_of(tmp_path, SWEEP), trials_of(tmp_path, SWEEP, "optimizer.lr=0.5"))
+    write_parquet_atomic(arrow_table(trials.to_dict("records")), tmp_path / TRIALS_FILE)
+    points = {(trial_id, step, "val/acc"): 0.1 * step for trial_id in trials["trial_id"] for step in (3, 6)}
+    write_parquet_atomic(curves_table(points), tmp_path / CURVES_FILE)
+    by = table_groups(trials)
+    assert by[-1] == "config.optimizer.lr" and curve_label(by, ("copy", "LSTM", 8, 0.5), 3) == "copy LSTM 8 [optimizer.lr=0.5]"
+    assert plot_curves(tmp_path, "val/acc", tmp_path / "acc.png").stat().st_size > 0
