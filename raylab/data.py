@@ -62,7 +62,7 @@ def checked_file(root: Path, relative: str, hint: str = "") -> Path:
     path = root / relative
     if not path.is_file():
         raise DataError(f"{path}: missing data file{f' ({hint})' if hint else ''}")
-    _verify(str(path), path.stat().st_size, path.stat().st_mtime_ns, relative)
+    _verify(*file_version(path), relative)
     return path
 
 
@@ -80,9 +80,23 @@ def _verify(path: str, size: int, mtime_ns: int, relative: str) -> None:
         )
 
 
-@lru_cache(maxsize=8)
+def file_version(path: str | Path) -> tuple[str, int, int]:
+    """(path, size, modification time): a cache of what was read from a file is keyed by this, so a
+    file replaced since is read again (and, when its checksum is known, verified again)."""
+    stat = Path(path).stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
 def read_idx_gz(path: str) -> np.ndarray:
-    """Decode a gzip'd big-endian IDX file (MNIST) into a uint8 array: (N, 28, 28) or (N,)."""
+    """Decode a gzip'd big-endian IDX file (MNIST) into a uint8 array: (N, 28, 28) or (N,).
+
+    Decoded once per process and file version: trials that reuse a worker process share it.
+    """
+    return _decode_idx_gz(*file_version(path))
+
+
+@lru_cache(maxsize=8)
+def _decode_idx_gz(path: str, size: int, mtime_ns: int) -> np.ndarray:
     raw = gzip.decompress(Path(path).read_bytes())
     magic = int.from_bytes(raw[:4], "big")
     if magic not in (2049, 2051):

@@ -165,14 +165,25 @@ def last_line(path: str | Path | None) -> str | None:
     return lines[-1] if lines else None
 
 
-def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
-    """Rows of one run. Trials that never started come from the manifest, as `pending`."""
+def tune_trials(run_dir: str | Path) -> list:
+    """Tune's trials of a run (status, config, folder) from its experiment state, without the
+    metrics: `ExperimentAnalysis` would also parse every result.json into a DataFrame, which
+    `trial_row` reads anyway."""
     from ray.tune import ExperimentAnalysis  # lazy: keeps `raylab table` and `plot` free of Ray start-up
 
+    class TrialsOnly(ExperimentAnalysis):
+        def _fetch_trial_dataframes(self) -> dict:
+            return {}
+
+    return TrialsOnly(str(run_dir)).trials
+
+
+def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
+    """Rows of one run. Trials that never started come from the manifest, as `pending`."""
     rows = []
     seen_hashes = set()
     try:
-        trials = ExperimentAnalysis(str(run_dir)).trials
+        trials = tune_trials(run_dir)
     except (FileNotFoundError, ValueError, RuntimeError):
         trials = []  # killed before Tune saved any experiment state
     for trial in trials:

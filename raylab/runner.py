@@ -19,12 +19,16 @@ from typing import Any
 # tables, per-checkpoint sync warnings), so that a sweep prints one line per event.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Tune's default loggers write progress.csv and TensorBoard events for every trial (and import
+# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is the one kept.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab import storage  # noqa: E402
-from raylab.results import MANIFEST, last_line  # noqa: E402
+from raylab.results import MANIFEST, last_line, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
 from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
@@ -40,7 +44,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+        # address="local": a new embedded Ray, even where `ray start` left a cluster running on this machine.
+        # The workers Ray starts with it import the trainable (torch, Tune, raylab) at once, while the
+        # driver is still setting the sweep up, instead of when the first trial is handed to them.
+        preload = {"preload_python_modules": [train.__module__]}
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _system_config=preload, **options)
 
 
 def check_cluster_resources(sweep: Sweep, attached: bool) -> None:
@@ -86,14 +94,16 @@ def make_trainable(resources: dict[str, float]) -> Any:
 
 
 def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
-    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname)
+    # reuse_actors: the next trial with the same resources runs in the process of a finished one,
+    # skipping interpreter start and imports (seconds per trial); process_state.py cleans it.
+    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname, reuse_actors=True)
     run_config = tune.RunConfig(
         name=run_name,
         storage_path=sweep_directory(sweep),
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter()],
+        callbacks=[ProgressPrinter(), JsonLoggerCallback()],
     )
     return tune_config, run_config
 
@@ -135,7 +145,7 @@ def needs_resume(run_dir: str, errored: str) -> bool:
     """True when the run has unfinished trials, or errored ones that `errored` asks to run again."""
     wanted = {"PENDING", "RUNNING", "PAUSED"} | ({"ERROR"} if errored != "skip" else set())
     try:
-        return any(trial.status in wanted for trial in tune.ExperimentAnalysis(run_dir).trials)
+        return any(trial.status in wanted for trial in tune_trials(run_dir))
     except (FileNotFoundError, ValueError, RuntimeError):
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 

@@ -6,8 +6,9 @@ import os
 import tempfile
 from typing import Any
 
-import torch
 from ray import tune
+
+from raylab.process_state import reset_process_state  # read a fresh process's settings, before any trial
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -19,12 +20,9 @@ def train(config: dict[str, Any]) -> None:
 
     runtime = config.get("runtime", {})
     resources = tune.get_context().get_trial_resources().required_resources
-    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    # This process may have run an earlier trial (reuse_actors): leave nothing of it behind.
+    reset_process_state(int(resources.get("CPU", 1)), resources.get("GPU", 0))
     device = pick_device()
-    gpu_share = resources.get("GPU", 0)
-    if device.type == "cuda" and 0 < gpu_share < 1:
-        # Ray's GPU fractions are logical only; cap this process's memory to its share.
-        torch.cuda.set_per_process_memory_fraction(gpu_share)
 
     restored = None
     checkpoint = tune.get_checkpoint()

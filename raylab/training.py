@@ -151,10 +151,13 @@ def set_precision(precision: str) -> None:
     PyTorch allows TF32 in cuDNN by default, which would run the fused LSTM/GRU/RNN kernels in
     reduced precision while the other cells run in fp32. Set per trial: worker processes may be reused.
     """
-    allow = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
-    torch.set_float32_matmul_precision("high" if allow else "highest")
+    mode = "tf32" if precision == "tf32" else "ieee"
+    if hasattr(torch.backends.cudnn, "rnn"):  # PyTorch >= 2.9: per-backend switches (a fresh process: "tf32" for cuDNN)
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
 
 
 def all_finite(metrics: dict[str, float], splits: tuple[str, ...]) -> bool:

@@ -8,7 +8,7 @@ def ray_2_cpus():
     """A real local Ray with 2 CPUs for the tests of one module."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # never a `ray start` cluster
     try:
         yield
     finally:

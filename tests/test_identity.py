@@ -122,15 +122,18 @@ def test_precision_is_explicit_recorded_and_applied(tmp_path):
     trials = trials_of(tmp_path, SWEEP)
     assert trials[0]["training"]["precision"] == "fp32"
     assert frame(trials)["config.training.precision"].tolist() == ["fp32"] * 4
+    switches = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    if not hasattr(torch.backends.cudnn, "rnn"):
+        pytest.skip("PyTorch < 2.9: only the legacy allow_tf32 switches")
+    fresh = [switch.fp32_precision for switch in switches]
     try:
-        for precision, allowed in (("tf32", True), ("fp32", False)):
+        for precision, mode in (("tf32", "tf32"), ("fp32", "ieee")):
             trial = {**trials[0], "training": {**trials[0]["training"], "steps": 1, "eval_every": 1, "precision": precision}}
             run_trial(trial, lambda metrics, checkpoint: None, device=torch.device("cpu"))
-            assert torch.backends.cudnn.allow_tf32 is allowed and torch.backends.cuda.matmul.allow_tf32 is allowed
+            assert [switch.fp32_precision for switch in switches] == [mode] * 3
     finally:
-        torch.backends.cudnn.allow_tf32 = True  # PyTorch's default, for the tests that follow
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
+        for switch, value in zip(switches, fresh):
+            switch.fp32_precision = value
 
 
 def test_a_rerun_says_when_skipped_trials_came_from_other_code(tmp_path, capsys):

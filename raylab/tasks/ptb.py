@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.data import DataError, checked_file, data_root
+from raylab.data import DataError, checked_file, data_root, file_version
 from raylab.tasks.protocol import Batch
 
 Level = Literal["char", "word"]
@@ -47,11 +47,17 @@ def tokenize(text: str) -> list[str]:
     return text.replace("\n", f" {EOS} ").split()
 
 
-@lru_cache(maxsize=2)
 def load_corpus(root: str, level: Level) -> tuple[tuple[str, ...], dict[str, Tensor]]:
-    """(vocabulary, {split: int64 token ids}) of one level, read once per process."""
+    """(vocabulary, {split: int64 token ids}) of one level, read once per process and file version
+    (trials that reuse a worker process share it while the checksummed files stay the same)."""
     hint = "set the task's data_dir, `raylab run --data-dir` or RAYLAB_DATA to a folder with ptb-char/ and ptb-word/ (see shared/data/README.md)"
-    tokens = {split: tokenize(checked_file(Path(root), f"{FOLDER[level]}/{split}.txt", hint).read_text()) for split in SPLITS}
+    files = tuple(file_version(checked_file(Path(root), f"{FOLDER[level]}/{split}.txt", hint)) for split in SPLITS)
+    return _read_corpus(files)
+
+
+@lru_cache(maxsize=2)
+def _read_corpus(files: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, ...], dict[str, Tensor]]:
+    tokens = {split: tokenize(Path(path).read_text()) for split, (path, _, _) in zip(SPLITS, files)}
     vocabulary: dict[str, None] = {}
     for split in SPLITS:
         vocabulary.update(dict.fromkeys(tokens[split]))  # first appearance, train then valid then test
