@@ -1,9 +1,12 @@
 """Across seeds: mean, standard error of the mean and n -> tables (Markdown, LaTeX, CSV) and plots.
 
 The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only finished seeds enter
-the statistics; diverged, errored and unfinished seeds are counted in a `failed` column, never dropped
-silently. A row is one configuration: `table_groups` adds the configuration columns that differ
-inside a group, and `summarize` refuses a group that still pools several (raylab/identity.py).
+the statistics; the others (diverged, errored, unfinished, pending: the statuses of trials.parquet) are
+counted in a `not in mean` column, never dropped silently. Rows follow the sweep file's order (the
+order of trials.parquet), and a metric for which the task has a trivial baseline (the copy task's
+10 ln 8 / (T + 20), the adding problem's 1/6) gets a `<metric> baseline` column beside it. A row is
+one configuration: `table_groups` adds the configuration columns that differ inside a group, and
+`summarize` refuses a group that still pools several (raylab/identity.py).
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ from raylab.identity import check_one_configuration, split_by_configuration
 from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
-FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")
+FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")  # not finished: left out of the statistics
+EXCLUDED_COLUMN = "not in mean"
 
 
 def load_trials(location: str | Path) -> pd.DataFrame:
-    """trials.parquet of an experiment (a local folder or a URI), or the file itself."""
+    """trials.parquet of an experiment (a local folder or a URI), or the file itself.
+
+    One row per trial; schema in the README ("Results"); `raylab collect` (or `raylab run`) writes it.
+    """
     return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
+
+
+def load_curves(location: str | Path) -> pd.DataFrame:
+    """curves.parquet of an experiment (a local folder or a URI), or the file itself.
+
+    Tidy rows (trial_id, step, metric, value); join trial columns with `.merge(trials, on="trial_id")`.
+    """
+    return read_table(storage.join(location, CURVES_FILE) if storage.is_dir(location) else location)
 
 
 def default_group(trials: pd.DataFrame) -> list[str]:
@@ -37,9 +52,7 @@ def default_group(trials: pd.DataFrame) -> list[str]:
 def table_groups(trials: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
     """The group columns (default: `default_group`) plus what tells apart the configurations inside a group."""
     by = list(by or default_group(trials))
-    missing = [c for c in by if c not in trials.columns]
-    if missing:
-        raise ResultsError(f"--by: no column {missing[0]!r} (columns include: {', '.join(c for c in trials.columns if not c.startswith(('final/', 'best/')))})")
+    check_group_columns(trials, by)
     return split_by_configuration(trials, by)
 
 
@@ -65,29 +78,53 @@ def default_metrics(trials: pd.DataFrame, stat: str) -> list[str]:
     return sorted(evaluated or names)
 
 
-def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: Sequence[str] | None = None, stat: str = "final") -> pd.DataFrame:
-    """One row per group: for each metric, `<metric>.mean`, `.sem` and `.n`; plus failure counts."""
+def check_group_columns(trials: pd.DataFrame, by: Sequence[str]) -> None:
     missing = [c for c in by if c not in trials.columns]
     if missing:
         raise ResultsError(f"--by: no column {missing[0]!r} (columns include: {', '.join(c for c in trials.columns if not c.startswith(('final/', 'best/')))})")
+
+
+def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: Sequence[str] | None = None, stat: str = "final") -> pd.DataFrame:
+    """One row per group: for each metric, `<metric>.mean`, `.sem` and `.n`; plus failure counts."""
+    check_group_columns(trials, by)
     metrics = list(metrics or default_metrics(trials, stat))
     for metric in metrics:
         if f"{stat}/{metric}" not in trials.columns:
             available = ", ".join(default_metrics(trials, stat)) or "none"
             raise ResultsError(f"--metric: no {stat} values of {metric!r} (available: {available})")
     rows = []
-    for key, group in trials.groupby(list(by), sort=True, dropna=False):
+    for key, group in trials.groupby(list(by), sort=False, dropna=False):  # first-seen: the sweep file's order
         check_one_configuration(group, f"row {group_label(by, key)}")  # callers split first (table_groups)
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         finished = group[group["status"] == "finished"]
+        baseline = trivial_baseline_of(group.iloc[0])
         for metric in metrics:
             mean, sem, n = mean_sem(finished[f"{stat}/{metric}"].tolist())
             row.update({f"{metric}.mean": mean, f"{metric}.sem": sem, f"{metric}.n": n})
+            if metric in baseline:
+                row[f"{metric}.baseline"] = baseline[metric]
         for status in FAILED_STATUSES:
             row[status] = int((group["status"] == status).sum())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def trivial_baseline_of(trial: pd.Series) -> dict[str, float]:
+    """The task's `trivial_baseline()` for a trials.parquet row (its `config.task.*` columns), or {}."""
+    from raylab.registry import build
+    from raylab.tasks import TASKS
+    from raylab.typecheck import ConfigError
+
+    prefix = "config.task."
+    spec = {k[len(prefix):]: v.item() if isinstance(v, np.generic) else v for k, v in trial.items() if k.startswith(prefix)}
+    spec = {k: v for k, v in spec.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}  # other tasks' options
+    spec = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in spec.items()}  # Parquet widens int columns shared with NaN
+    try:
+        task = build(TASKS, spec, "task")
+    except (ConfigError, KeyError):
+        return {}  # a task renamed or removed since the trial ran: no baseline rather than a wrong one
+    return getattr(task, "trivial_baseline", dict)()
 
 
 def format_value(mean: float, sem: float, n: int, decimals: int | None = None) -> str:
@@ -106,14 +143,22 @@ def failed_text(row: pd.Series) -> str:
 
 
 def display_table(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], decimals: int | None = None) -> pd.DataFrame:
-    """Group columns, one formatted `mean ± sem (n)` column per metric, and `failed`."""
+    """Group columns, one formatted `mean ± sem (n)` column per metric (and its baseline), and `not in mean`."""
     shown = summary[list(by)].copy()
     for metric in metrics:
         shown[metric] = [
             format_value(r[f"{metric}.mean"], r[f"{metric}.sem"], int(r[f"{metric}.n"]), decimals) for _, r in summary.iterrows()
         ]
-    shown["failed"] = [failed_text(r) for _, r in summary.iterrows()]
+        if f"{metric}.baseline" in summary.columns:
+            shown[f"{metric} baseline"] = [f"{v:.4g}" if pd.notna(v) else "—" for v in summary[f"{metric}.baseline"]]
+    shown[EXCLUDED_COLUMN] = [failed_text(r) for _, r in summary.iterrows()]
     return shown
+
+
+def caption(stat: str) -> str:
+    """What the numbers of a table are: which value of each trial, and which statistic over seeds."""
+    which = "final value (at the last evaluation)" if stat == "final" else "best value (over all evaluations)"
+    return f"{which} of each trial; mean ± standard error over the finished seeds (n)"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -160,7 +205,7 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     trials = load_trials(path)
     requested = len(by or default_group(trials))
     by = table_groups(trials, by)
-    curves = read_table(storage.join(path, CURVES_FILE))
+    curves = load_curves(path)
     available = sorted(curves["metric"].unique())
     if metric not in available:
         raise ResultsError(f"--metric: no curve of {metric!r} (available: {', '.join(available) or 'none'})")

@@ -1,7 +1,8 @@
 """`raylab` command line: one small function per subcommand.
 
 Exit codes: 0 success; 1 the sweep ran but some trial errored; 2 bad input (sweep file, override,
-argument or path), reported as one line on stderr before anything is scheduled or written.
+argument or path), reported as one line on stderr before anything is scheduled or written; 130
+interrupted (Ctrl-C), with the `raylab resume` command that continues. See docs/errors.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from raylab.typecheck import ConfigError
 
 EXIT_TRIAL_ERRORS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
 
 class UsageError(ValueError):
@@ -24,10 +26,20 @@ class UsageError(ValueError):
 def cmd_validate(args: argparse.Namespace) -> int:
     from raylab.sweep import load_sweep
 
-    for path in args.files:
-        sweep = load_sweep(path, args.overrides, smoke=args.smoke)
+    # `raylab validate FILE key=value`, as `raylab run` takes them (`--set key=value` too).
+    files = [item for item in args.files if not is_override(item)]
+    overrides = [*args.overrides, *(item for item in args.files if is_override(item))]
+    if not files:
+        raise UsageError("validate: no sweep file given")
+    for path in files:
+        sweep = load_sweep(path, overrides, smoke=args.smoke)
         print(f"{path}: ok ({len(sweep.trials)} trials)")
     return 0
+
+
+def is_override(item: str) -> bool:
+    """`training.steps=5` is an override; a file name with `=` in it that exists is a file."""
+    return "=" in item and not Path(item).exists()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -35,23 +47,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
+    check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
-    from raylab import runner
+    from raylab import rerun, runner
     from raylab.provenance import code_version, provenance
-    from raylab.results import completed_code_versions
 
     sweep_dir = runner.sweep_directory(sweep)
-    done = completed_code_versions(sweep_dir)  # a re-run or a grown sweep skips what already finished
-    trials = [t for t in sweep.trials if t["config_hash"] not in done]
-    if len(trials) < len(sweep.trials):
-        print(f"raylab: {len(sweep.trials) - len(trials)} of {len(sweep.trials)} trials already finished in {sweep_dir}; skipping them")
-        print_code_change(done, sweep.trials, code_version(provenance()))
-    if trials:
-        runner.start_ray(args.address, num_cpus=args.num_cpus)
+    # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
+    # interrupted from its checkpoints, start the rest (raylab/rerun.py).
+    if args.smoke:
+        print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
+    runs = rerun.earlier_runs(sweep_dir)
+    plan = rerun.plan_rerun(sweep.trials, runs)
+    if args.dry_run:
+        from raylab.preview import dry_run_lines
+
+        print(f"raylab: dry run: {len(sweep.trials)} trials of {args.file} -> {sweep_dir} (nothing started, nothing written)")
+        print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir)]))
+        if plan.blocked:
+            print(f"raylab: `raylab run` would stop: {rerun.blocked_message(plan)}")
+        return 0
+    if plan.blocked:
+        raise UsageError(rerun.blocked_message(plan))
+    for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
+        print(line, flush=True)
+    print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
+    if plan.continued or plan.new:
+        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
         runner.check_cluster_resources(sweep, attached=bool(args.address))
         runner.check_storage_shared(sweep)
-        runtime = {"data_dir": data_dir, "provenance": provenance()}
-        runner.run_sweep(sweep, trials, runtime)
+        try:
+            for run in plan.continued:
+                if not runner.resume_run(run, errored="skip"):
+                    return finish(sweep_dir)  # still unfinished: the rest waits for the next `raylab run`
+            if plan.new:
+                runtime = {"data_dir": data_dir, "provenance": provenance()}
+                runner.run_sweep(sweep, plan.new, runtime)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, sweep_dir)
     return finish(sweep_dir)
 
 
@@ -62,6 +95,32 @@ def print_code_change(done: dict[str, str], trials: list[dict], current: str) ->
         count = sum(1 for t in trials if done.get(t["config_hash"], current) != current)
         print(f"raylab: {count} of the skipped trials were computed by other code ({'; '.join(older)}; now {current}): "
               "they are kept and the table notes rows that mix code versions; move them away to recompute (docs/identity.md)")
+
+
+def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) -> None:
+    """Storage and data problems as one line naming the sweep file, before Ray starts.
+
+    On an attached cluster, missing data on the driver's machine is a warning: the trials run on
+    other nodes, which may have the data where this one does not (as with resources, runner.py).
+    """
+    from raylab.checks import check_data, check_storage
+
+    try:
+        check_storage(sweep.spec.storage)
+    except ConfigError as error:
+        raise ConfigError(f"{sweep.path}: {error}") from None
+    try:
+        check_data(sweep.trials, data_dir)
+    except ConfigError as error:
+        if not attached:
+            raise ConfigError(f"{sweep.path}: {error}") from None
+        print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
+
+
+def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
+    """Ctrl-C: what finished and what did not (from the saved experiment state), and how to go on."""
+    print(f"\nraylab: interrupted: {interrupted}; continue with:\n  raylab resume {sweep_dir}\n(or run the same `raylab run` command again)", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def finish(sweep_dir: str) -> int:
@@ -77,15 +136,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from raylab import runner, storage
     from raylab.results import MANIFEST, run_locations
 
+    data_dir = resolve_data_dir(args.data_dir)  # bad input fails before anything starts
     location = storage.absolute(args.experiment)
+    if not storage.is_dir(location):
+        raise UsageError(f"{args.experiment}: not a folder; give a sweep folder (<storage>/<name>) or one of its run-* folders")
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
         print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
-        runner.start_ray(args.address, num_cpus=args.num_cpus)
-        for run in pending:
-            runner.resume_run(run, args.errored)
+        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
+        try:
+            for run in pending:
+                runner.resume_run(run, args.errored)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, location)
     is_one_run = storage.exists(storage.join(location, MANIFEST))
     return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
 
@@ -103,13 +168,15 @@ def resolve_data_dir(option: str | None) -> str | None:
 
 
 def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False) -> int:
-    from raylab.aggregate import default_metrics, load_trials, render, summarize, table_groups
+    from raylab.aggregate import caption, default_metrics, load_trials, render, summarize, table_groups
     from raylab.identity import code_note
 
     trials = load_trials(path)
     by = table_groups(trials, by)  # one row per configuration: columns that differ are added
     metrics = metrics or default_metrics(trials, stat)
     summary = summarize(trials, by, metrics, stat)
+    if fmt != "csv":
+        print(f"{caption(stat)}\n")
     print(render(summary, by, metrics, fmt, decimals))
     note = code_note(trials, by)
     if note:
@@ -133,11 +200,24 @@ def cmd_table(args: argparse.Namespace) -> int:
     for path in args.experiment:
         if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
             collect(path)
+        else:
+            recollect_if_stale(path)
     if args.layout == "paper" or args.compare:
         return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
     if len(args.experiment) > 1:
         raise UsageError("several experiments make one table only with --layout paper (or --compare)")
     return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals)
+
+
+def recollect_if_stale(path: str) -> None:
+    """Never serve a table from a Parquet file older than the trials it summarizes: collect again, and say so."""
+    from raylab import storage
+    from raylab.results import collect, newer_than_trials_file
+
+    changed = newer_than_trials_file(path) if storage.is_dir(path) else None
+    if changed is not None:
+        print(f"raylab: {changed} changed after the last collect; collecting again", file=sys.stderr, flush=True)
+        collect(path)
 
 
 def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
@@ -173,19 +253,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     name = f"{args.metric.replace('/', '_')}.png"
     # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
     out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
+    if not Path(out).resolve().parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    recollect_if_stale(args.experiment)
     written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
     print(f"wrote {written}")
     return 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from raylab.cells import CELLS, INJECTED_CELL_ARGS
-    from raylab.registry import describe_entries
-    from raylab.tasks import TASKS
+    from raylab.listing import cell_lines, task_lines
 
-    table, injected = (CELLS, INJECTED_CELL_ARGS) if args.kind == "cells" else (TASKS, ())
-    for name, description, options in describe_entries(table, injected):
-        print(f"{name:<10} {description}\n{'':<10} options: {options or 'none'}")
+    print("\n".join(cell_lines() if args.kind == "cells" else task_lines()))
     return 0
 
 
@@ -232,6 +311,17 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [item for value in values for item in value.split(",") if item]
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: `--decimals 3`; a negative or non-integer value is a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="raylab", description="Sweeps of recurrent networks on Ray Tune.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -239,24 +329,26 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a sweep file (embedded local Ray unless --address)")
     run.add_argument("file", help="sweep file, e.g. jobs/smoke.yaml")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key, e.g. training.steps=50")
-    run.add_argument("--address", help="attach to a running Ray cluster (e.g. auto, or ray://HEAD:10001)")
-    run.add_argument("--smoke", action="store_true", help="one seed, a few steps, small data and 16-unit models, to try a file out")
+    run.add_argument("--address", help="attach to a running Ray cluster, e.g. auto or ray://HEAD:10001 (default: start an embedded local Ray)")
+    run.add_argument("--smoke", action="store_true", help="one seed, a few steps, small data and 16-unit models, to try a file out (default: off)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     run.add_argument("--data-dir", help="where data sets live (default: $RAYLAB_DATA or each task's default)")
+    run.add_argument("--dry-run", action="store_true", help="list the resolved trials and what would be skipped or continued; start nothing, write nothing (default: off)")
     run.set_defaults(handler=cmd_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted sweep from its checkpoints")
     resume.add_argument("experiment", help="a sweep directory (<storage>/<name>: every run in it) or one run-* folder")
     resume.add_argument("--errored", choices=("resume", "restart", "skip"), default="resume",
                         help="errored trials: resume from their last checkpoint (default), restart from scratch, or leave them")
-    resume.add_argument("--address", help="attach to a running Ray cluster")
+    resume.add_argument("--address", help="attach to a running Ray cluster, e.g. auto or ray://HEAD:10001 (default: start an embedded local Ray)")
     resume.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    resume.add_argument("--data-dir", help="where data sets live, if not where the interrupted run found them (default: the folder stored with each trial)")
     resume.set_defaults(handler=cmd_resume)
 
     validate = commands.add_parser("validate", help="check sweep files without running anything")
-    validate.add_argument("files", nargs="+")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key")
-    validate.add_argument("--smoke", action="store_true", help="validate the smoke version")
+    validate.add_argument("files", nargs="+", metavar="FILE [KEY=VALUE]", help="sweep files, then overrides as `raylab run` takes them, e.g. training.steps=50")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key, the same as a KEY=VALUE argument (default: none)")
+    validate.add_argument("--smoke", action="store_true", help="validate the smoke version (default: off)")
     validate.set_defaults(handler=cmd_validate)
 
     collect = commands.add_parser("collect", help="write trials.parquet and curves.parquet")
@@ -267,23 +359,23 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("experiment", nargs="+", help="sweep or run folders (several only with --layout paper)")
     table.add_argument("--by", action="append", help="group columns (default: task, task options that vary, variant, hidden_size)")
     table.add_argument("--metric", action="append", help="metrics, e.g. val/loss (default: all val/ and test/)")
-    table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
-    table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial")
-    table.add_argument("--decimals", type=int, help="fixed decimals (default: from the standard error)")
-    table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first")
-    table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T)")
-    table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/)")
+    table.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown", help="output format (default: markdown)")
+    table.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial (default: final)")
+    table.add_argument("--decimals", type=non_negative_int, help="fixed decimals (default: from the standard error)")
+    table.add_argument("--collect", action="store_true", help="re-collect the Parquet files first (default: only when trials.parquet is missing)")
+    table.add_argument("--layout", choices=("default", "paper"), default="default", help="paper: rows = models, columns = experiments x task options (budget x T) (default: default, one row per group)")
+    table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/) (default: none)")
     table.set_defaults(handler=cmd_table)
 
     plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")
-    plot.add_argument("experiment")
-    plot.add_argument("--metric", default="val/loss")
+    plot.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one of its run-* folders")
+    plot.add_argument("--metric", default="val/loss", help="the metric to plot (default: val/loss)")
     plot.add_argument("--by", action="append", help="one curve per group (default: task,variant,hidden_size)")
     plot.add_argument("--out", help="PNG path (default: <experiment>/<metric>.png)")
     plot.set_defaults(handler=cmd_plot)
 
     ls = commands.add_parser("ls", help="list registered cells or tasks with their options")
-    ls.add_argument("kind", choices=("cells", "tasks"))
+    ls.add_argument("kind", choices=("cells", "tasks"), help="cells: recurrent cells and their options; tasks: tasks, their options, metrics and the optimizer's options")
     ls.set_defaults(handler=cmd_ls)
 
     # Remote clusters through the Ray Jobs API (raylab/submit.py; docs/cluster.md).
@@ -296,27 +388,29 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key, e.g. storage=s3://bucket/raylab")
     submit.add_argument("--address", **address)
     submit.add_argument("--token-file", **token)
-    submit.add_argument("--smoke", action="store_true", help="one seed and a few steps, to try a cluster out")
+    submit.add_argument("--smoke", action="store_true", help="one seed and a few steps, to try a cluster out (default: off)")
     submit.set_defaults(handler=cmd_submit)
 
     status = commands.add_parser("status", help="status of a submitted job")
-    status.add_argument("job_id")
+    status.add_argument("job_id", help="the id `raylab submit` printed")
     status.add_argument("--address", **address)
     status.add_argument("--token-file", **token)
     status.set_defaults(handler=cmd_status)
 
     logs = commands.add_parser("logs", help="output of a submitted job (exit 1 with --follow if it fails)")
-    logs.add_argument("job_id")
+    logs.add_argument("job_id", help="the id `raylab submit` printed")
     logs.add_argument("--address", **address)
     logs.add_argument("--token-file", **token)
-    logs.add_argument("--follow", action="store_true", help="stream the output until the job ends")
+    logs.add_argument("--follow", action="store_true", help="stream the output until the job ends (default: print what is there and exit)")
     logs.set_defaults(handler=cmd_logs)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
+    from raylab.quiet import quiet_ray_logs
     from raylab.results import ResultsError
 
+    quiet_ray_logs()  # also for `collect` and `table`, which read Tune's state without the runner
     top = parser()
     args, extra = top.parse_known_args(argv)
     # `raylab run FILE --smoke key=value`: overrides may also come after the flags.
@@ -331,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError, ResultsError) as error:
         print(f"raylab: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nraylab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

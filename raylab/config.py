@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from raylab.checks import check_distinct, check_seeds, check_sweep_name, load_yaml_text
 from raylab.typecheck import ConfigError, check_positive, from_mapping
 
 
@@ -109,6 +110,7 @@ class VariantSpec:
             check_positive(size, f"{where}.hidden_sizes[{i}]")
         if self.hidden_sizes is not None and not self.hidden_sizes:
             raise ConfigError(f"{where}.hidden_sizes: must list at least one size")
+        check_distinct(self.hidden_sizes or [], f"{where}.hidden_sizes")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class BudgetSpec:
             raise ConfigError(f"{where}.n_params: must list at least one budget")
         for i, n in enumerate(self.targets()):
             check_positive(n, f"{where}.n_params" + (f"[{i}]" if isinstance(self.n_params, list) else ""))
+        check_distinct(self.targets(), f"{where}.n_params")
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,7 @@ class SweepSpec:
     description: str = ""
 
     def check(self, where: str) -> None:
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"name: must be a non-empty file name, got {self.name!r}")
+        check_sweep_name(self.name)
         if isinstance(self.task, list) and not self.task:
             raise ConfigError("task: must be a task spec or a non-empty list of them")
         if not self.variants:
@@ -154,12 +156,14 @@ class SweepSpec:
             raise ConfigError("seeds: must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: must be distinct, got {self.seeds}")
+        check_seeds(self.seeds)
         if (self.hidden_sizes is None) == (self.budget is None):
             raise ConfigError("hidden_sizes: set exactly one of hidden_sizes or budget")
         if self.hidden_sizes is not None and not self.hidden_sizes:
             raise ConfigError("hidden_sizes: must list at least one size")
         for i, size in enumerate(self.hidden_sizes or []):
             check_positive(size, f"hidden_sizes[{i}]")
+        check_distinct(self.hidden_sizes or [], "hidden_sizes")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
 
     def task_specs(self) -> list[dict]:
@@ -208,12 +212,7 @@ def read_sweep_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

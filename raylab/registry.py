@@ -8,6 +8,7 @@ before anything is built, so a bad option fails with one line that lists the val
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -72,16 +73,38 @@ def build(table: Mapping[str, Callable], spec: Any, where: str = "spec", **injec
         raise ConfigError(f"{where}: {name}: {error}") from None
 
 
-def describe_entries(table: Mapping[str, Callable], injected: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
-    """(name, one-line description, options with defaults) for `raylab ls`."""
+def describe_entries(table: Mapping[str, Callable], injected: tuple[str, ...] = ()) -> list[tuple[str, str, list[str]]]:
+    """(name, one-line description, one `option: allowed values = default` per option) for `raylab ls`."""
     rows = []
     for name, factory in table.items():
         doc = (inspect.getdoc(factory) or "").strip().splitlines()
-        signature = inspect.signature(factory)
-        options = ", ".join(
-            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
-            for p in signature.parameters.values()
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+        options = [
+            describe_option(p.name, hints.get(p.name, Any), p.default)
+            for p in inspect.signature(factory).parameters.values()
             if p.name not in injected and p.name != "self"
-        )
+        ]
         rows.append((name, doc[0] if doc else "", options))
     return rows
+
+
+def allowed_values(annotation: Any) -> str:
+    """`code|paper` for a Literal, `true|false`, `float|null`, or the type's name."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return "|".join("null" if a is type(None) else allowed_values(a) for a in typing.get_args(annotation))
+    if annotation is bool:
+        return "true|false"
+    if origin in (list, tuple):
+        return "list of " + "|".join(allowed_values(a) for a in dict.fromkeys(typing.get_args(annotation)) if a is not Ellipsis)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> str:
+    """`t_mask: code|paper = code`, written as a sweep file writes values (`true`, `null`)."""
+    if default is inspect.Parameter.empty:
+        return f"{name}: {allowed_values(annotation)} (required)"
+    shown = {True: "true", False: "false", None: "null"}.get(default, default) if isinstance(default, (bool, type(None))) else default
+    return f"{name}: {allowed_values(annotation)} = {list(shown) if isinstance(shown, tuple) else shown}"

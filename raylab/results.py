@@ -16,9 +16,12 @@ Analysis never parses directory names; everything comes from the stored configs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,7 +69,12 @@ def read_table(location: str | Path) -> pd.DataFrame:
     fs, path = storage.filesystem(location)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise ResultsError(f"{location}: no such file (run `raylab collect` on the experiment first)")
-    return pq.read_table(path, filesystem=fs).to_pandas()
+    try:
+        return pq.read_table(path, filesystem=fs).to_pandas()
+    except (pa.ArrowException, OSError) as error:
+        experiment = str(location).rstrip("/").rsplit("/", 1)[0]
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsError(f"{location}: not a readable Parquet file, garbage or truncated ({reason}); `raylab collect {experiment}` rebuilds it") from None
 
 
 def read_results(trial_dir: Path | None) -> list[dict]:
@@ -128,6 +136,9 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
     points = curve_points(trial_id, results)
     if status == "finished" and any(r.get("diverged") for r in results):
         status = "diverged"
+    if status == "pending" and results:
+        status = "unfinished"  # Tune files an interrupted trial as PENDING again; it did train
+
     provenance = runtime.get("provenance", {})
     row: dict[str, Any] = {
         "trial_id": trial_id,
@@ -193,30 +204,47 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
         trial_dir = trial_dir if trial_dir is not None and trial_dir.is_dir() else None
         status = TUNE_STATUS.get(trial.status, "unfinished")
         error = last_line(trial_dir / "error.txt") if status == "errored" and trial_dir else None
-        rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
-        seen_hashes.add(trial.config["trial"]["config_hash"])
-    manifest = json.loads((run_dir / MANIFEST).read_text())
-    for index, trial in enumerate(manifest["trials"]):
-        if trial["config_hash"] not in seen_hashes:
-            config = {"trial": trial, "runtime": manifest.get("runtime", {})}
-            rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+        with skipped_if_unreadable(f"{run_dir.name}/{trial_dir.name if trial_dir else trial.trial_id}"):
+            rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
+            seen_hashes.add(trial.config["trial"]["config_hash"])
+    with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST}"):
+        manifest = json.loads((run_dir / MANIFEST).read_text())
+        for index, trial in enumerate(manifest["trials"]):
+            if trial["config_hash"] not in seen_hashes:
+                config = {"trial": trial, "runtime": manifest.get("runtime", {})}
+                with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST} trial {index}"):
+                    rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+        order = {trial["config_hash"]: index for index, trial in enumerate(manifest["trials"])}
+        rows.sort(key=lambda row: order.get(row[0]["config_hash"], len(order)))  # the sweep file's order, which tables keep
     return rows
 
 
-def completed_config_hashes(sweep_location: str | Path) -> set[str]:
-    """Hashes of trials that finished (or diverged) in any earlier run of a sweep."""
-    return set(completed_code_versions(sweep_location))
+@contextlib.contextmanager
+def skipped_if_unreadable(what: str) -> Iterator[None]:
+    """One unreadable trial (or manifest) is skipped with one line on stderr; the others are collected."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"raylab: warning: {what}: skipped, unreadable ({type(error).__name__}: {reason})", file=sys.stderr, flush=True)
 
 
-def completed_code_versions(sweep_location: str | Path) -> dict[str, str]:
-    """config_hash -> code_version of the trials that finished (or diverged) in any earlier run of a sweep."""
-    if not storage.is_dir(sweep_location):
-        return {}
-    done = {}
-    with storage.local_copy(sweep_location) as local:
-        for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
-            done.update((row["config_hash"], row["code_version"]) for row, _ in collect_run(run_dir) if row["status"] in ("finished", "diverged"))
-    return done
+def newer_than_trials_file(location: str | Path) -> str | None:
+    """A file or run folder of the experiment changed after its trials.parquet was written (so the
+    Parquet is stale), or None. Checkpoint folders are not looked into: they never change a table."""
+    fs, root = storage.filesystem(location)
+    collected = fs.get_file_info(f"{root.rstrip('/')}/{TRIALS_FILE}")
+    if collected.type != pafs.FileType.File:
+        return None
+    written = collected.mtime_ns
+    # The sweep folder's own mtime is left out: writing the Parquet files changes it.
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        relative = PurePosixPath(info.path).relative_to(root)
+        if relative.name in (TRIALS_FILE, CURVES_FILE) or any(part.startswith("checkpoint_") for part in relative.parts):
+            continue
+        if info.mtime_ns is not None and written is not None and info.mtime_ns > written:
+            return storage.join(location, *relative.parts)
+    return None
 
 
 def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
@@ -244,7 +272,10 @@ def arrow_table(rows: list[dict]) -> pa.Table:
             values = [None if v is None else float(v) for v in values]
         elif len(kinds) > 1:
             values = [None if v is None else str(v) for v in values]
-        arrays[key] = pa.array(values)
+        try:
+            arrays[key] = pa.array(values)
+        except (pa.ArrowException, OverflowError):  # e.g. an integer beyond 64 bits: kept, as text
+            arrays[key] = pa.array([None if v is None else str(v) for v in values])
     return pa.table(arrays)
 
 

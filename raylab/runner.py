@@ -6,10 +6,13 @@ without it, e.g. on a GPU machine that has PyTorch but no Ray.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Any
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune's default loggers write progress.csv and TensorBoard events for every trial (and import
-# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is the one kept.
+# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is kept, and the
+# TensorBoard one only where the `tensorboard` extra is installed (see logger_callbacks).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
@@ -28,19 +32,58 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab import storage  # noqa: E402
+from raylab.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results import MANIFEST, last_line, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
-from raylab.trainable import train  # noqa: E402
+from raylab.trainable import DATA_DIR_ENV, train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
+quiet_ray_logs()
+SIGINT_SEEN = threading.Event()  # set by ProgressPrinter's handler: Tune itself swallows the first Ctrl-C
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Attach to a cluster at `address`, or start the embedded local Ray (the default)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message is the honest tally from the saved experiment state."""
+
+
+def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
+    """`tuner.fit()`, raising Interrupted when Ctrl-C stopped it (Tune returns normally after the first
+    Ctrl-C, having saved the experiment state, and raises KeyboardInterrupt after a second)."""
+    SIGINT_SEEN.clear()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(saved_tally(run_dir)) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)  # Tune leaves its handler installed: Ctrl-C would do nothing later
+    if SIGINT_SEEN.is_set():
+        raise Interrupted(saved_tally(run_dir))
+
+
+def saved_tally(run_dir: str) -> str:
+    """`2 of 4 trials finished, 2 not finished`, from the state Tune saved (what a resume starts from)."""
+    try:
+        statuses = [trial.status for trial in tune_trials(run_dir)]
+    except (FileNotFoundError, ValueError, RuntimeError):
+        return "no trial state was saved yet"
+    finished = sum(status == "TERMINATED" for status in statuses)
+    return f"{finished} of {len(statuses)} trials finished, {len(statuses) - finished} not finished"
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, data_dir: str | None = None) -> None:
+    """Attach to a cluster at `address`, or start the embedded local Ray (the default).
+
+    `data_dir` (from --data-dir) reaches every trial of this driver, restored ones included, whose
+    stored configs may name another machine's data folder.
+    """
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if data_dir:
+        options["runtime_env"] = {"env_vars": {DATA_DIR_ENV: data_dir}}
     if address:
         ray.init(address=address, **options)
     else:
@@ -103,9 +146,20 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter replaces Tune's tables
-        callbacks=[ProgressPrinter(), JsonLoggerCallback()],
+        callbacks=[ProgressPrinter(), *logger_callbacks()],
     )
     return tune_config, run_config
+
+
+def logger_callbacks() -> list[Any]:
+    """result.json always; TensorBoard event files (x axis: the training step, reported as
+    `timesteps_total`) when tensorboardX is installed (`pip install -e '.[tensorboard]'`)."""
+    callbacks: list[Any] = [JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    return callbacks
 
 
 def write_manifest(run_dir: str, sweep: Sweep, trials: list[dict], runtime: dict) -> None:
@@ -137,7 +191,7 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
         run_config=run_config,
     )
     print(f"raylab: {len(trials)} trials of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
     return run_dir
 
 
@@ -150,9 +204,11 @@ def needs_resume(run_dir: str, errored: str) -> bool:
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 
 
-def resume_run(run_dir: str, errored: str) -> None:
+def resume_run(run_dir: str, errored: str) -> bool:
     """Restore a run with Tune: unfinished trials continue from their last checkpoint, finished ones
-    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay."""
+    are never re-run, errored ones resume from their checkpoint, restart from scratch, or stay.
+
+    Raises Interrupted on Ctrl-C; returns False when the run still has unfinished trials afterwards."""
     manifest = json.loads(storage.read_text(storage.join(run_dir, MANIFEST)))
     print(f"raylab: resuming {run_dir} (errored trials: {errored})", flush=True)
     tuner = tune.Tuner.restore(
@@ -162,7 +218,8 @@ def resume_run(run_dir: str, errored: str) -> None:
         resume_errored=errored == "resume",
         restart_errored=errored == "restart",
     )
-    tuner.fit()
+    fit_or_interrupted(tuner, run_dir)
+    return not needs_resume(run_dir, "skip")
 
 
 def check_storage_shared(sweep: Sweep) -> None:
@@ -211,6 +268,26 @@ class ProgressPrinter(tune.Callback):
         self.start = time.monotonic()
         self.last_tally = self.start
 
+    def setup(self, **info: Any) -> None:
+        """Note a Ctrl-C before Tune's handler (installed just before this) takes it: Tune then ends
+        the run normally, and only this flag tells the runner that trials were left unfinished."""
+        # At every start, restores included: the clock pickled in tuner.pkl is another process's.
+        self.start = self.last_tally = time.monotonic()
+        try:
+            tune_handler = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return
+
+        def note_and_pass_on(signum: int, frame: Any) -> None:
+            SIGINT_SEEN.set()
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, note_and_pass_on)
+        except ValueError:  # not the main thread: no signals here
+            pass
+
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.start)
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
@@ -239,7 +316,8 @@ class ProgressPrinter(tune.Callback):
             self._print(tally(trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._print(tally(trials))
+        if not SIGINT_SEEN.is_set():  # after Ctrl-C, Tune's statuses are not the truth; the runner reports
+            self._print(tally(trials))
 
 
 def tally(trials: list) -> str:

@@ -20,6 +20,14 @@ import torch
 
 from raylab.budget import model_counter, solve_hidden_size
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
+from raylab.checks import (
+    check_distinct_trials,
+    check_hidden_size,
+    check_model_size,
+    check_optimizer_options,
+    check_plain_data,
+    check_variant_labels,
+)
 from raylab.config import (
     ConfigError,
     SweepSpec,
@@ -36,6 +44,7 @@ from raylab.registry import build, check_options, with_defaults
 from raylab.tasks import TASKS
 
 SMOKE_STEPS = 4  # --smoke: a few optimizer steps, evaluated twice
+SMOKE_SUFFIX = "-smoke"  # --smoke runs go to <storage>/<name>-smoke
 SMOKE_HIDDEN = 16  # --smoke: hidden units of every model (even, a power of two: valid for every cell)
 
 
@@ -68,6 +77,8 @@ def smoke_data(data: dict) -> dict:
     built whenever the file is loaded without --smoke (`raylab validate FILE`).
     """
     data = copy.deepcopy(data)
+    if isinstance(data.get("name"), str):
+        data["name"] = f"{data['name']}{SMOKE_SUFFIX}"  # its own folder: smoke rows never join the real sweep's tables
     data["seeds"] = list(data.get("seeds") or [0])[:1]
     data["training"] = {"steps": SMOKE_STEPS, "eval_every": SMOKE_STEPS // 2}
     if data.get("hidden_sizes") is not None or data.get("budget") is not None:
@@ -99,9 +110,11 @@ def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False)
         for text in overrides:
             keys, value = parse_override(text)
             apply_override(data, keys, value, text)
+        check_plain_data(data)  # again: an override may bring a NaN
         if smoke:
             data = smoke_data(data)
         spec = parse_sweep(data)
+        check_optimizer_options(data)
         trials = resolve_trials(spec)
     except ConfigError as error:
         message = str(error)
@@ -111,11 +124,13 @@ def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False)
 
 def resolve_trials(spec: SweepSpec) -> list[dict]:
     """Check every cell, task and optimizer, build each model once, and expand the grid."""
+    check_variant_labels(spec)
     wheres = ["task"] if isinstance(spec.task, dict) else [f"task[{i}]" for i in range(len(spec.task))]
     task_specs = [check_options(TASKS, raw, where) for raw, where in zip(spec.task_specs(), wheres)]
     trials = []
     for task_spec, where in zip(task_specs, wheres):
         trials += resolve_task_trials(spec, task_spec, where, task_label(task_spec, task_specs))
+    check_distinct_trials(trials)
     return trials
 
 
@@ -136,9 +151,10 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         cell_spec = check_cell_spec(variant.cell, where)
         optimizer = merged_optimizer(spec, index)
         for hidden_size, budget in sized_grid(spec, variant, task, cell_spec, where):
-            with torch.device("cpu"):
-                model = build_model(task, cell_spec, hidden_size, where)
-            n_params = count_parameters(model)
+            check_hidden_size(hidden_size, where)
+            with torch.device("meta"):  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
+                n_params = count_parameters(build_model(task, cell_spec, hidden_size, where))
+            check_model_size(n_params, hidden_size, where)
             for seed in spec.seeds:
                 trial = {
                     "variant": spec.variant_label(index),

@@ -11,6 +11,7 @@ from ray import tune
 from raylab.process_state import reset_process_state  # read a fresh process's settings, before any trial
 
 CHECKPOINT_FILE = "state.pt"
+DATA_DIR_ENV = "RAYLAB_DATA_DIR"  # set by `raylab run/resume --data-dir`: wins over the data folder stored in the config
 
 
 def train(config: dict[str, Any]) -> None:
@@ -31,6 +32,8 @@ def train(config: dict[str, Any]) -> None:
             restored = load_checkpoint(os.path.join(directory, CHECKPOINT_FILE))  # onto the CPU: see raylab/resume.py
 
     def report(metrics: dict[str, Any], state: dict | None) -> None:
+        # Tune's TensorBoard logger takes `timesteps_total` as the x-axis (else the report index).
+        metrics = {**metrics, "timesteps_total": metrics["step"]}
         if state is None:
             tune.report(metrics)
             return
@@ -38,4 +41,5 @@ def train(config: dict[str, Any]) -> None:
             save_checkpoint(state, os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    run_trial(config["trial"], report, restored, data_dir=runtime.get("data_dir"), device=device)
+    data_dir = os.environ.get(DATA_DIR_ENV) or runtime.get("data_dir")
+    run_trial(config["trial"], report, restored, data_dir=data_dir, device=device)

@@ -55,7 +55,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is Literal:
         if any(value == a and type(value) is type(a) for a in args):
             return value
-        raise ConfigError(f"{where}: {value!r} is not {describe(annotation)}")
+        raise ConfigError(f"{where}: {value!r} is not {describe(annotation)}{grid_hint(value, where)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _type_error(value, annotation, where)
@@ -91,7 +91,15 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
 
 def _type_error(value: Any, annotation: Any, where: str) -> ConfigError:
     shown = "null" if value is None else f"{value!r} ({type(value).__name__})"
-    return ConfigError(f"{where}: expected {describe(annotation)}, got {shown}")
+    return ConfigError(f"{where}: expected {describe(annotation)}, got {shown}{grid_hint(value, where)}")
+
+
+def grid_hint(value: Any, where: str) -> str:
+    """For a list where one value belongs: point to the grid syntax that sweeps over several values."""
+    if not isinstance(value, list):
+        return ""
+    hint = "; to sweep over several values, list them under grid: in the sweep file"
+    return hint if not where or "[" in where else f"{hint}, e.g. `grid: {{{where}: {value}}}`"
 
 
 def from_mapping(cls: type, data: Any, where: str) -> Any:

@@ -50,7 +50,7 @@ def test_formats():
     assert format_value(float("nan"), float("nan"), 0) == "—"
     summary = summarize(trials_frame(), metrics=["val/acc"])
     markdown = render(summary, ["task", "variant", "hidden_size"], ["val/acc"], "markdown")
-    assert markdown.splitlines()[0] == "| task | variant | hidden_size | val/acc | failed |"
+    assert markdown.splitlines()[0] == "| task | variant | hidden_size | val/acc | not in mean |"
     assert "| copy | LSTM | 32 | 0.95 ± 0.03 (n=3) | 1 diverged |" in markdown
     assert "| copy | RNN | 32 | 0.500 (n=1) | 1 errored |" in markdown
     latex = render(summary, ["task", "variant", "hidden_size"], ["val/acc"], "latex")

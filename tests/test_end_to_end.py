@@ -1,5 +1,8 @@
 """A tiny sweep on real embedded Ray, through Parquet, to the table and the plot."""
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import yaml
@@ -56,7 +59,10 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
 
     # The table printed at the end of the run: mean ± SE (n) over the two seeds, failures counted.
     assert "| copy | LSTM | 8 |" in out and "(n=2)" in out and "±" in out
-    assert "| copy | RNN-diverges | 8 | — | — | 2 diverged |" in out
+    # Rows in the sweep file's order; the copy task's trivial baseline 10 ln 8 / (T + 20) at T=5 beside val/loss.
+    assert out.index("| copy | RNN | 8 |") < out.index("| copy | LSTM | 8 |") < out.index("| copy | RNN-diverges | 8 |")
+    assert "| val/acc | val/loss | val/loss baseline | not in mean |" in out and "final value (at the last evaluation)" in out
+    assert "| copy | RNN-diverges | 8 | — | — | 0.8318 | 2 diverged |" in out
 
     assert main(["table", str(sweep_dir), "--metric", "val/acc", "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
@@ -65,6 +71,17 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
     assert main(["plot", str(sweep_dir), "--metric", "val/loss", "--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(sweep_dir), "--metric", "val/nope"]) == 2
+
+    # The Python route of docs/python.md, run as written on these results.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", docs, flags=re.S):
+        exec(block.replace('"results/smoke"', repr(str(sweep_dir))), namespace)
+    assert len(namespace["trials"]) == 6 and set(namespace["per_seed"].columns) == {"RNN", "LSTM"}
+    assert namespace["difference"].notna().sum() == 2
 
 
 def test_running_a_grown_sweep_skips_what_already_finished(ray_2_cpus, tmp_path, capsys):

@@ -278,8 +278,8 @@ def test_submit_with_the_token_runs_the_sweep_to_the_end(token_head, no_token, c
     status = wait_for_job(job_id, address, token_file, timeout_s=150)
     logs = submit.job_logs(job_id, address, str(token_file))
     assert status == "SUCCEEDED", logs[-3000:]
-    assert "trials of sweep 'smoke'" in logs
-    assert list(storage.glob("smoke/trials.parquet")), "the job wrote no results into the sweep's storage"
+    assert "trials of sweep 'smoke-smoke'" in logs  # --smoke runs land in <name>-smoke
+    assert list(storage.glob("smoke-smoke/trials.parquet")), "the job wrote no results into the sweep's storage"
 
     assert main(["status", job_id, "--address", address, "--token-file", str(token_file)]) == 0
     assert capsys.readouterr().out.startswith(f"{job_id}: SUCCEEDED")

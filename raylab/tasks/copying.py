@@ -74,6 +74,13 @@ class CopyTask:
     def baseline_loss(self) -> float:
         return copy_baseline(self.delay, self.copy_length, self.n_symbols)
 
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss", "acc")
+
+    def trivial_baseline(self) -> dict[str, float]:
+        """The memoryless predictor's validation loss (blanks, then uniform symbols); the set has a fixed delay."""
+        return {"val/loss": self.baseline_loss}
+
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
         generator = torch.Generator().manual_seed(EVAL_SEED)

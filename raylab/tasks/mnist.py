@@ -8,6 +8,7 @@ float, never per-example Python decoding.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -41,15 +42,10 @@ def permutation_and_split(seed: int = 1234, val_size: int = 10_000) -> tuple[np.
 
 def load_mnist(root: str, download: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train": (images (60000, 28, 28), labels), "test": ...} as uint8, checksums verified."""
-    from pathlib import Path
-
     root_path = Path(root)
     missing = [name for pair in FILES.values() for name in pair if not (root_path / name).is_file()]
     if missing and download:
-        import torchvision  # only for its download, into a writable root
-
-        for train in (True, False):
-            torchvision.datasets.MNIST(str(root_path), train=train, download=True)
+        download_mnist(root_path)
     hint = "set the task's data_dir, `raylab run --data-dir` or RAYLAB_DATA to a folder with MNIST/raw/*.gz, or download: true"
     loaded = {}
     for split, (images_file, labels_file) in FILES.items():
@@ -57,6 +53,22 @@ def load_mnist(root: str, download: bool) -> dict[str, tuple[np.ndarray, np.ndar
         labels = read_idx_gz(str(checked_file(root_path, labels_file, hint)))
         loaded[split] = (images, labels)
     return loaded
+
+
+def download_mnist(root: Path) -> None:
+    """Fetch MNIST with torchvision into `root`; on failure, remove the folders it created (left empty)."""
+    import torchvision  # only for its download, into a writable root
+
+    created = [folder for folder in (root, root / "MNIST", root / "MNIST" / "raw") if not folder.exists()]
+    try:
+        for train in (True, False):
+            torchvision.datasets.MNIST(str(root), train=train, download=True)
+    except (RuntimeError, OSError) as error:  # torchvision raises RuntimeError when every mirror fails
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        reason = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+        raise DataError(f"{root}: MNIST download failed ({reason}); put MNIST/raw/*.gz there, or set download: false and data_dir") from None
 
 
 class MNISTTask:
@@ -156,6 +168,9 @@ class MNISTTask:
 
     def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return {"acc": (outputs.argmax(-1) == targets).float().mean()}
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss", "acc")
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         images, labels = self._images[split], self._labels[split]

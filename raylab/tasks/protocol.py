@@ -59,6 +59,13 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on a split, keyed without a split prefix (`loss`, `acc`)."""
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys of `evaluate` (`loss` first), for `raylab ls tasks`.
+
+        A task may also define `trivial_baseline() -> {"val/loss": 0.0945}`: what a predictor
+        without memory scores, shown beside tables and plots.
+        """
+
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator seeded from (trial seed, step): batches do not depend on history."""

@@ -166,6 +166,9 @@ class PTBTask:
         scaled = {"bpc": loss / math.log(2)} if self.level == "char" else {"ppl": math.exp(min(loss, 50.0))}
         return {"loss": loss, **scaled, "acc": acc}
 
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(self.named_metrics(0.0, 0.0))
+
     def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """As `named_metrics` but on the device (no host read per step); the loop records the loss itself."""
         loss = self.loss(outputs, targets)

@@ -1,0 +1,136 @@
+"""Running a sweep file again after Ctrl-C continues its unfinished trials from their checkpoints,
+and the user sees raylab's lines, not Ray's routine warnings (real CLI, real embedded Ray)."""
+
+import importlib.util
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import raylab as raylab_module
+
+from raylab.cli import main
+from raylab.rerun import EarlierRun, blocked_message, plan_rerun
+
+STEPS, EVAL_EVERY = 20, 2
+# Ray's routine lines that must not reach the user (raylab/quiet.py).
+RAY_NOISE = ("Token authentication is enabled", "Could not fetch metrics", "Tuner.restore", "Stop signal received")
+
+
+def trial(config_hash: str) -> dict:
+    return {"config_hash": config_hash}
+
+
+def test_plan_sorts_trials_by_what_earlier_runs_did():
+    runs = [
+        EarlierRun("results/s/run-1", True, {"a": "finished", "b": "unfinished", "c": "errored"}),
+        EarlierRun("results/s/run-2", True, {"d": "pending"}),
+        EarlierRun("results/s/run-3", False, {"e": "unfinished"}),  # no Tune state: nothing to restore
+    ]
+    plan = plan_rerun([trial(h) for h in "abcdef"], runs)
+    assert [t["config_hash"] for t in plan.finished] == ["a"]
+    assert {run: [t["config_hash"] for t in ts] for run, ts in plan.continued.items()} == {"results/s/run-1": ["b"], "results/s/run-2": ["d"]}
+    assert [t["config_hash"] for t in plan.new] == ["c", "e", "f"]
+    assert [t["config_hash"] for t in plan.errored] == ["c"]
+    assert plan.blocked is None
+
+
+def test_a_run_holding_trials_the_sweep_no_longer_lists_is_not_restored():
+    runs = [EarlierRun("results/s/run-1", True, {"b": "unfinished", "x": "unfinished", "y": "finished"})]
+    plan = plan_rerun([trial("b")], runs)  # the sweep file lost trial x (and y, which finished)
+    assert plan.blocked == ("results/s/run-1", 1)
+    assert "raylab resume results/s/run-1" in blocked_message(plan)
+
+
+def raylab(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "raylab.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def result_rows(sweep_dir: Path) -> list[dict]:
+    rows = []
+    for path in sweep_dir.glob("run-*/*/result.json"):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp_path, capsys):
+    sweep = {
+        "name": "rerun",
+        # About 0.2 s per step on one free core: a Ctrl-C lands mid-trial.
+        "task": {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20},
+        "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
+        "hidden_sizes": [128],
+        "seeds": [0],
+        "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
+        "storage": str(tmp_path / "results"),
+    }
+    sweep_file = tmp_path / "rerun.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    sweep_dir = tmp_path / "results" / "rerun"
+    command = ("run", str(sweep_file), "--num-cpus", "1")
+
+    first = raylab(*command)
+    deadline = time.monotonic() + 240
+    while len(result_rows(sweep_dir)) < 2:  # two checkpoints written
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    interrupted, _ = first.communicate(timeout=120)
+    stopped_at = max(row["step"] for row in result_rows(sweep_dir))
+    assert stopped_at < STEPS, interrupted
+    for noise in RAY_NOISE:
+        assert noise not in interrupted, interrupted
+    assert first.returncode == 130 and "raylab: interrupted: 0 of 1 trials finished" in interrupted, interrupted
+
+    assert main([*command, "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "continue in run-" in listing and "nothing started, nothing written" in listing
+
+    again = raylab(*command)  # up-arrow, Enter
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output
+    assert "continuing 1 unfinished trial(s) from their checkpoints" in output, output
+    for noise in RAY_NOISE:
+        assert noise not in output, output
+
+    assert len(list(sweep_dir.glob("run-*"))) == 1  # no new run folder, no second copy of the trial
+    rows = sorted(result_rows(sweep_dir), key=lambda row: row["training_iteration"])
+    restored = [row for row in rows if row["iterations_since_restore"] < row["training_iteration"]]
+    assert restored and min(row["step"] for row in restored) > EVAL_EVERY  # continued, not from step 0
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert trials["status"].tolist() == ["finished"] and trials["steps"].tolist() == [STEPS]
+    curves = pd.read_parquet(sweep_dir / "curves.parquet")
+    val_steps = curves[curves["metric"] == "val/loss"]["step"].tolist()
+    assert sorted(val_steps) == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+    # TensorBoard's x-axis: Tune's event-file logger takes `timesteps_total`, which is the training step.
+    assert all(row["timesteps_total"] == row["step"] for row in rows)
+    if importlib.util.find_spec("tensorboardX"):  # the `tensorboard` extra: read the event files themselves
+        steps = event_steps(sweep_dir, "ray/tune/val/loss")
+        # Training steps (up to 20), not report indices (up to 10); a point just before the Ctrl-C may be missing.
+        assert steps[-1] == STEPS and set(steps) <= set(val_steps) and len(steps) >= len(val_steps) - 2, steps
+    assert raylab_module.load_curves(sweep_dir).equals(curves)  # the public loader (docs/python.md)
+
+
+def event_steps(sweep_dir: Path, tag: str) -> list[int]:
+    """Steps of `tag` in the trials' TensorBoard event files (TFRecord framing: length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    steps = set()
+    for path in sweep_dir.glob("run-*/*/events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            steps.update(event.step for value in event.summary.value if value.tag == tag)
+    return sorted(steps)
