@@ -4,8 +4,10 @@ The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only 
 the statistics; the others (diverged, errored, unfinished, pending: the statuses of trials.parquet) are
 counted in a `not in mean` column, never dropped silently. Rows follow the sweep file's order (the
 order of trials.parquet), and a metric for which the task has a trivial baseline (the copy task's
-10 ln 8 / (T + 20), the adding problem's 1/6) gets a `<metric> baseline` column beside it. Trials a
-search's scheduler stopped early are counted in their own `stopped early` column.
+10 ln 8 / (T + 20), the adding problem's 1/6) gets a `<metric> baseline` column beside it. A row is
+one configuration: `table_groups` adds the configuration columns that differ inside a group, and
+`summarize` refuses a group that still pools several (raylab/identity.py). Trials a search's
+scheduler stopped early are counted in their own `stopped early` column.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raylab import storage
+from raylab.identity import check_one_configuration, split_by_configuration
 from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
@@ -46,6 +49,18 @@ def default_group(trials: pd.DataFrame) -> list[str]:
     """task, the task options that differ between trials (a sweep over `bptt`), variant, hidden_size."""
     varying = [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
     return [DEFAULT_GROUP[0], *varying, *DEFAULT_GROUP[1:]]
+
+
+def table_groups(trials: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """The group columns (default: `default_group`) plus what tells apart the configurations inside a group."""
+    by = list(by or default_group(trials))
+    check_group_columns(trials, by)
+    return split_by_configuration(trials, by)
+
+
+def group_label(by: Sequence[str], key: object) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{c}={v}" for c, v in zip(by, key))
 
 
 def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
@@ -82,6 +97,7 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
     rows = []
     searched = bool((trials["status"] == STOPPED).any())  # a `stopped` count only where a scheduler stopped trials
     for key, group in trials.groupby(list(by), sort=False, dropna=False):  # first-seen: the sweep file's order
+        check_one_configuration(group, f"row {group_label(by, key)}")  # callers split first (table_groups)
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         finished = group[group["status"] == "finished"]
@@ -178,6 +194,12 @@ def render(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fmt
     return to_latex(table) if fmt == "latex" else to_markdown(table)
 
 
+def curve_label(by: Sequence[str], key: tuple, requested: int) -> str:
+    """`copy LSTM 8`, then `name=value` for each column added to tell configurations apart (`optimizer.lr=0.5`)."""
+    added = ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(by[requested:], key[requested:]))
+    return " ".join(str(k) for k in key[:requested]) + (f" [{added}]" if added else "")
+
+
 def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] | None = None) -> Path:
     """Learning curves: the mean over finished seeds per group, with a +-1 standard-error band."""
     import matplotlib
@@ -186,8 +208,8 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     import matplotlib.pyplot as plt
 
     trials = load_trials(path)
-    by = list(by or default_group(trials))
-    check_group_columns(trials, by)
+    requested = len(by or default_group(trials))
+    by = table_groups(trials, by)
     curves = load_curves(path)
     available = sorted(curves["metric"].unique())
     if metric not in available:
@@ -195,11 +217,12 @@ def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str
     finished = trials[trials["status"] == "finished"]
     data = curves[curves["metric"] == metric].merge(finished[["trial_id", *by]], on="trial_id")
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for key, group in data.groupby(list(by), sort=True):
+    for key, group in data.groupby(list(by), sort=True, dropna=False):
+        check_one_configuration(finished[finished["trial_id"].isin(group["trial_id"])], f"curve {group_label(by, key)}")
         key = key if isinstance(key, tuple) else (key,)
         stats = group.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
         sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
-        label = " ".join(str(k) for k in key) + f" (n={int(stats['count'].max())})"
+        label = curve_label(by, key, requested) + f" (n={int(stats['count'].max())})"
         (line,) = axes.plot(stats["step"], stats["mean"], label=label)
         axes.fill_between(stats["step"], stats["mean"] - sem, stats["mean"] + sem, color=line.get_color(), alpha=0.25)
     axes.set_xlabel("training step")

@@ -51,14 +51,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
     from raylab import rerun, runner
-    from raylab.provenance import provenance
+    from raylab.provenance import code_version, provenance
 
     sweep_dir = runner.sweep_directory(sweep)
     # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
     # interrupted from its checkpoints, start the rest (raylab/rerun.py).
     if args.smoke:
         print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
-    plan = rerun.plan_rerun(sweep.trials, rerun.earlier_runs(sweep_dir))
+    runs = rerun.earlier_runs(sweep_dir)
+    plan = rerun.plan_rerun(sweep.trials, runs)
     if args.dry_run:
         from raylab.preview import dry_run_lines
 
@@ -71,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(rerun.blocked_message(plan))
     for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
         print(line, flush=True)
+    print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
     if plan.continued or plan.new:
         runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
         runner.check_cluster_resources(sweep, attached=bool(args.address))
@@ -85,6 +87,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, sweep_dir)
     return finish(sweep_dir)
+
+
+def print_code_change(done: dict[str, str], trials: list[dict], current: str) -> None:
+    """Say when skipped trials were computed by other code: they are kept, never silently mixed (docs/identity.md)."""
+    older = sorted({done[t["config_hash"]] for t in trials if t["config_hash"] in done} - {current})
+    if older:
+        count = sum(1 for t in trials if done.get(t["config_hash"], current) != current)
+        print(f"raylab: {count} of the skipped trials were computed by other code ({'; '.join(older)}; now {current}): "
+              "they are kept and the table notes rows that mix code versions; move them away to recompute (docs/identity.md)")
 
 
 def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) -> None:
@@ -158,10 +169,11 @@ def resolve_data_dir(option: str | None) -> str | None:
 
 
 def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False, vs: str | None = None) -> int:
-    from raylab.aggregate import caption, default_group, default_metrics, load_trials, render, summarize
+    from raylab.aggregate import caption, default_metrics, load_trials, render, summarize, table_groups
+    from raylab.identity import code_note
 
     trials = load_trials(path)
-    by = by or default_group(trials)
+    by = table_groups(trials, by)  # one row per configuration: columns that differ are added
     metrics = metrics or default_metrics(trials, stat)
     summary = summarize(trials, by, metrics, stat)
     if fmt != "csv":
@@ -172,6 +184,9 @@ def print_table(path: str, by: list[str] | None = None, metrics: list[str] | Non
         print(render_vs(trials, summary, by, metrics, stat, fmt, vs, decimals))
     else:
         print(render(summary, by, metrics, fmt, decimals))
+    note = code_note(trials, by)
+    if note:
+        print(f"raylab: {note}", file=sys.stderr)
     errored = int((trials["status"] == "errored").sum())
     return EXIT_TRIAL_ERRORS if exit_on_errors and errored else 0
 

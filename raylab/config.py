@@ -75,6 +75,7 @@ class TrainingSpec:
     steps: int | None = None  # training budget in optimizer steps ...
     epochs: int | None = None  # ... or in epochs (tasks with a finite training set only)
     eval_every: int = 100  # evaluate and checkpoint every this many steps (or epochs)
+    precision: Literal["fp32", "tf32"] = "fp32"  # fp32: full float32 on GPUs too, as the papers; tf32: allow TensorFloat-32 matmuls and cuDNN
 
     def check(self, where: str) -> None:
         if (self.steps is None) == (self.epochs is None):

@@ -37,6 +37,18 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def code_version(provenance: dict) -> str:
+    """The code that computed a trial, in one short string: `<commit[:12]>[+dirty] torch <version>`.
+
+    Not part of a trial's identity (`config_hash`): a finished trial is not re-run because the code
+    moved on, but `raylab run` and `raylab table` say when results of several code versions meet
+    (docs/identity.md).
+    """
+    commit = provenance.get("git_commit") or "unknown"
+    commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+    return f"{commit} torch {provenance.get('versions', {}).get('torch') or 'unknown'}"
+
+
 def provenance() -> dict:
     """Recorded by the driver when a sweep is submitted (workers may lack the git tree)."""
     source = Path(__file__).resolve().parent.parent

@@ -64,6 +64,18 @@ def check_options(table: Mapping[str, Callable], spec: Any, where: str, injected
     return {"name": name, **coerced}
 
 
+def with_defaults(table: Mapping[str, Callable], checked: dict, injected: tuple[str, ...] = ()) -> dict:
+    """A checked spec with every constructor default written out: what is built, not what was typed.
+
+    Trial identity (`sweep.config_hash`) and the Parquet config columns use this form, so a default
+    that changes in raylab changes the identity, and writing a default out explicitly does not.
+    """
+    name = checked["name"]
+    parameters = inspect.signature(table[name]).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.name not in injected and p.name != "self" and p.default is not inspect.Parameter.empty}
+    return {"name": name, **defaults, **{k: v for k, v in checked.items() if k != "name"}}
+
+
 def build(table: Mapping[str, Callable], spec: Any, where: str = "spec", **injected: Any) -> Any:
     """Construct `table[spec.name](**injected, **options)`; constructor ValueErrors become ConfigErrors."""
     checked = check_options(table, spec, where, tuple(injected))

@@ -41,6 +41,7 @@ class EarlierRun:
     location: str  # the run folder (local path or URI), what `Tuner.restore` takes
     restorable: bool  # Tune saved its experiment state: `Tuner.restore` can continue it
     status: dict[str, str]  # config_hash -> status of the trial in this run
+    code: dict[str, str] = field(default_factory=dict)  # config_hash -> code_version that computed it (docs/identity.md)
 
 
 def earlier_runs(sweep_location: str) -> list[EarlierRun]:
@@ -52,10 +53,11 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
         for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
             rows = [row for row, _ in collect_run(run_dir)]
             status = {row["config_hash"]: row["status"] for row in rows}
+            code = {row["config_hash"]: row["code_version"] for row in rows}
             # A searched trial of the sweep file is its search's base: done once all its samples ended.
             status.update({base: "finished" for base in finished_searches(rows)})
             restorable = any(run_dir.glob("experiment_state-*.json")) and (run_dir / "tuner.pkl").is_file()
-            runs.append(EarlierRun(storage.join(sweep_location, run_dir.name), restorable, status))
+            runs.append(EarlierRun(storage.join(sweep_location, run_dir.name), restorable, status, code))
     return runs
 
 
@@ -90,6 +92,11 @@ def plan_rerun(trials: list[dict], runs: list[EarlierRun]) -> RerunPlan:
             plan.blocked = (run.location, len(others))
             break
     return plan
+
+
+def finished_code_versions(runs: list[EarlierRun]) -> dict[str, str]:
+    """config_hash -> code_version of the trials that finished (or diverged) in earlier runs."""
+    return {h: run.code.get(h, "unknown") for run in runs for h, status in run.status.items() if status in DONE}
 
 
 def describe(plan: RerunPlan, total: int, sweep_dir: str) -> list[str]:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from raylab import storage
 from raylab.metrics import metric_mode
+from raylab.provenance import code_version
 
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
@@ -167,6 +168,7 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         "search_base": trial.get("search_base"),  # a searched trial: config_hash of the trial it was sampled from
         "search_samples": config.get("search_samples"),
         "trial_json": json.dumps(trial, sort_keys=True),  # the exact resolved trial, for `raylab best`
+        "code_version": code_version(provenance),  # not identity: see raylab/identity.py
     }
     for package, version in provenance.get("versions", {}).items():
         row[f"version.{package}"] = version

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from raylab.budget import model_counter, solve_hidden_size
+from raylab.cells import CELLS, INJECTED_CELL_ARGS
 from raylab.checks import (
     check_distinct_trials,
     check_hidden_size,
@@ -40,7 +41,7 @@ from raylab.config import (
     read_sweep_file,
 )
 from raylab.model import build_model, check_cell_spec, count_parameters
-from raylab.registry import build, check_options
+from raylab.registry import build, check_options, with_defaults
 from raylab.space import resolve_grid
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
@@ -61,7 +62,10 @@ class Sweep:
 def config_hash(trial: dict) -> str:
     """Identity of a trial for dedup across runs: everything that changes what is computed.
 
-    The variant label is left out on purpose, so renaming a table row does not re-run anything.
+    The task and cell specs of a resolved trial hold every constructor default (`with_defaults`), and
+    optimizer and training are complete dataclasses, so the hash is over what is built, not over
+    what was typed (docs/identity.md). The variant label is left out on purpose, so renaming a table
+    row does not re-run anything.
     """
     keys = ("task", "cell", "optimizer", "training", "hidden_size", "seed")
     canonical = json.dumps({k: trial[k] for k in keys}, sort_keys=True, separators=(",", ":"))
@@ -160,8 +164,8 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
             for seed in spec.seeds:
                 trial = {
                     "variant": spec.variant_label(index),
-                    "task": task_spec,
-                    "cell": cell_spec,
+                    "task": dump(with_defaults(TASKS, task_spec)),
+                    "cell": dump(with_defaults(CELLS, cell_spec, INJECTED_CELL_ARGS)),
                     "optimizer": dump(optimizer),
                     "training": dump(spec.training),
                     "hidden_size": hidden_size,

@@ -6,7 +6,6 @@ import os
 import tempfile
 from typing import Any
 
-import torch
 from ray import tune
 
 from raylab.process_state import reset_process_state  # read a fresh process's settings, before any trial
@@ -17,6 +16,7 @@ DATA_DIR_ENV = "RAYLAB_DATA_DIR"  # set by `raylab run/resume --data-dir`: wins 
 
 def train(config: dict[str, Any]) -> None:
     """Tune entry point. `config = {"trial": <resolved trial>, "runtime": {...}}` (see runner.py)."""
+    from raylab.resume import load_checkpoint, save_checkpoint
     from raylab.space import resolved_trial
     from raylab.training import pick_device, run_trial
 
@@ -30,7 +30,7 @@ def train(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            restored = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=device, weights_only=True)
+            restored = load_checkpoint(os.path.join(directory, CHECKPOINT_FILE))  # onto the CPU: see raylab/resume.py
 
     def report(metrics: dict[str, Any], state: dict | None) -> None:
         # Tune's TensorBoard logger takes `timesteps_total` as the x-axis (else the report index).
@@ -39,7 +39,7 @@ def train(config: dict[str, Any]) -> None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+            save_checkpoint(state, os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     data_dir = os.environ.get(DATA_DIR_ENV) or runtime.get("data_dir")

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from raylab.config import OptimizerSpec, TrainingSpec
 from raylab.metrics import metric_mode
 from raylab.model import SequenceModel, build_model, detach_state
 from raylab.optim import build_optimizer
 from raylab.registry import build
+from raylab.resume import check_entries, pack_carried_state, restore_rng_states, rng_states, unpack_carried_state
 from raylab.schedules import LrSchedule
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
@@ -71,19 +72,58 @@ class Progress:
     step: int = 0
     best_value: float | None = None
     best_model: dict | None = None
-    train_sums: dict[str, float] = field(default_factory=dict)
-    train_count: int = 0
     stale_evals: int = 0  # evaluations in a row that did not improve the primary metric
 
-    def add_train(self, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.train_sums[name] = self.train_sums.get(name, 0.0) + value
-        self.train_count += 1
 
-    def pop_train_means(self) -> dict[str, float]:
-        means = {f"train/{k}": v / self.train_count for k, v in self.train_sums.items()} if self.train_count else {}
-        self.train_sums, self.train_count = {}, 0
-        return means
+FINITE_CHECK_EVERY = 50  # steps between host reads of the divergence flag (and at every evaluation)
+
+
+class StepStats:
+    """Training loss and batch metrics summed on the device, and the first step whose objective was not finite.
+
+    Nothing here reads a value back to the host per step: the sums are read once per evaluation and
+    the divergence flag every FINITE_CHECK_EVERY steps, so a GPU step queues its kernels without
+    waiting (the loop used to sync 3-4 times a step). Sums are float64, as Python floats were.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.first_nonfinite = torch.tensor(-1, device=device)  # 0-based step, -1: none yet
+        self.nonfinite_loss = torch.tensor(math.nan, device=device)
+
+    def add(self, step: int, finite: Tensor, loss: Tensor, metrics: dict[str, Tensor | float]) -> None:
+        for name, value in {"loss": loss, **metrics}.items():
+            value = torch.as_tensor(value, device=self.device).detach().double()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += 1
+        first = finite.logical_not() & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(first, step, self.first_nonfinite)
+        self.nonfinite_loss = torch.where(first, loss.detach().to(self.nonfinite_loss.dtype), self.nonfinite_loss)
+
+    def pop_means(self) -> dict[str, float]:
+        """`train/<name>` means since the last call, read back in one transfer."""
+        if not self.count:
+            return {}
+        names = list(self.sums)
+        values = (torch.stack([self.sums[n] for n in names]) / self.count).tolist()
+        self.sums, self.count = {}, 0
+        return {f"train/{name}": value for name, value in zip(names, values)}
+
+    def diverged_at(self) -> tuple[int, float] | None:
+        """(0-based step, its loss) of the first non-finite objective, or None (one host read)."""
+        step = int(self.first_nonfinite)
+        return None if step < 0 else (step, float(self.nonfinite_loss))
+
+
+def zero_nonfinite_step(model: nn.Module, finite: Tensor) -> None:
+    """Zero the gradients of a step whose objective was not finite, so the weights stay finite until
+    the next divergence check stops the trial (orthogonal cells' eigh would fail on NaN weights)."""
+    nonfinite = finite.logical_not()
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            parameter.grad.masked_fill_(nonfinite, 0.0)
 
 
 def pick_device() -> torch.device:
@@ -105,27 +145,62 @@ def evaluate_splits(task: Task, model: nn.Module, splits: tuple[str, ...]) -> di
     return metrics
 
 
+def set_precision(precision: str) -> None:
+    """fp32: full float32 matmuls and cuDNN kernels, as the papers; tf32: allow TensorFloat-32 on GPUs.
+
+    PyTorch allows TF32 in cuDNN by default, which would run the fused LSTM/GRU/RNN kernels in
+    reduced precision while the other cells run in fp32. Set per trial: worker processes may be reused.
+    """
+    mode = "tf32" if precision == "tf32" else "ieee"
+    if hasattr(torch.backends.cudnn, "rnn"):  # PyTorch >= 2.9: per-backend switches (a fresh process: "tf32" for cuDNN)
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+
+
+def all_finite(metrics: dict[str, float], splits: tuple[str, ...]) -> bool:
+    return all(math.isfinite(v) for k, v in metrics.items() if k.split("/", 1)[0] in splits)
+
+
 def run_trial(trial: dict, report: Report, restored: dict | None = None, data_dir: str | None = None, device: torch.device | None = None) -> None:
-    """Train one resolved trial to its budget, reporting and checkpointing at each evaluation."""
+    """Train one resolved trial to its budget, reporting and checkpointing at each evaluation.
+
+    A trial diverges (reports `diverged: 1` and stops, without a checkpoint) when its training
+    objective or an evaluation metric is not finite.
+    """
     device = device or pick_device()
+    training = from_mapping(TrainingSpec, trial["training"], "training")
+    set_precision(training.precision)
     seed_everything(trial["seed"])
     optimizer_spec = from_mapping(OptimizerSpec, trial["optimizer"], "optimizer")
     task, model, optimizer = build_trial(trial, optimizer_spec, device, data_dir)
-    schedule = Schedule.of(from_mapping(TrainingSpec, trial["training"], "training"), task)
+    schedule = Schedule.of(training, task)
     progress = Progress()
+    state = None  # the hidden state carried across batches (PTB windows), detached at each step
     lr_schedule = LrSchedule(optimizer_spec)  # plateau and step decay, reloads, the stop (raylab.schedules)
     if restored is not None:
+        check_entries(restored)
         model.load_state_dict(restored["model"])
         optimizer.load_state_dict(restored["optimizer"])
         progress = Progress(**restored["progress"])
         lr_schedule.load_state_dict(restored.get("schedule"))
-        torch.set_rng_state(restored["torch_rng"])  # e.g. dropout masks continue as uninterrupted
+        restore_rng_states(restored["rng"], device)  # e.g. dropout masks continue as uninterrupted
+        state = unpack_carried_state(restored["carried_state"], device)
     mode = metric_mode(task.primary_metric)
+    stats = StepStats(device)
 
     def checkpoint() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": dataclasses.asdict(progress), "torch_rng": torch.get_rng_state(), "schedule": lr_schedule.state_dict()}
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "progress": dataclasses.asdict(progress),
+            "schedule": lr_schedule.state_dict(),
+            "rng": rng_states(device),
+            "carried_state": pack_carried_state(state),
+        }
 
-    state = None
     model.train()
     while progress.step < schedule.total_steps and not lr_schedule.stopped:
         batch = task.train_batch(progress.step, trial["seed"])
@@ -134,25 +209,34 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
         loss = task.loss(outputs, batch.targets)
         penalty = model.penalty()
         objective = loss if penalty is None else loss + penalty
-        if not torch.isfinite(objective):
-            # A diverged trial is a result, not a crash: report it and stop without retrying.
-            report({**schedule.position(progress.step), "train/loss": float(loss.detach()), "diverged": 1}, None)
-            return
+        finite = torch.isfinite(objective.detach())  # read back only at checks (StepStats)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        zero_nonfinite_step(model, finite)
         if optimizer_spec.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), optimizer_spec.clip_grad_norm)
         if optimizer_spec.clip_grad_value is not None:
             nn.utils.clip_grad_value_(model.parameters(), optimizer_spec.clip_grad_value)
         optimizer.step()
         model.after_optimizer_step()
+        stats.add(progress.step, finite, loss, task.batch_metrics(outputs.detach(), batch.targets))
         progress.step += 1
-        progress.add_train({"loss": loss.item(), **task.batch_metrics(outputs.detach(), batch.targets)})
         lr_schedule.after_step(optimizer, model, progress)  # step decay, before this step's checkpoint
 
-        if progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps or lr_schedule.stopped:
-            metrics = {**schedule.position(progress.step), **progress.pop_train_means(), **evaluate_splits(task, model, task.eval_splits)}
-            value = metrics.get(task.primary_metric, math.nan)
+        evaluating = progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps or lr_schedule.stopped
+        if evaluating or progress.step % FINITE_CHECK_EVERY == 0:
+            diverged = stats.diverged_at()
+            if diverged is not None:
+                # A diverged trial is a result, not a crash: report it at its own step and stop without retrying.
+                step, value = diverged
+                report({**schedule.position(step + 1), "train/loss": value, "diverged": 1}, None)
+                return
+        if evaluating:
+            metrics = {**schedule.position(progress.step), **stats.pop_means(), **evaluate_splits(task, model, task.eval_splits)}
+            if not all_finite(metrics, task.eval_splits):
+                report({**metrics, "diverged": 1}, None)
+                return
+            value = metrics[task.primary_metric]
             if is_better(value, progress.best_value, mode):
                 progress.best_value = value
                 keep = task.final_splits or lr_schedule.reloads_best

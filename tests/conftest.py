@@ -41,3 +41,14 @@ def shared_data():
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread, like a 1-CPU trial: tiny matrices are slower with more on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

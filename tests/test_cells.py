@@ -37,13 +37,7 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread, like a 1-CPU trial: tiny matrices are slower with more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IDS = ["-".join(f"{v}" for k, v in spec.items()) for spec in VARIANTS]

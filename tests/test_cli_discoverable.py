@@ -53,10 +53,11 @@ def test_dry_run_lists_the_resolved_trials_and_writes_nothing(sweep_file, tmp_pa
     lines = capsys.readouterr().out.splitlines()
     assert "nothing started, nothing written" in lines[0]
     header, *rows = lines[1:]
-    assert header.split() == ["variant", "task", "hidden_size", "seed", "n_params", "cell.name", "cell.nonlinearity", "optimizer.lr", "state"]
+    resolved = ["cell.recurrent_init", "cell.input_init", "cell.input_bias_init"]  # RNN's defaults, written out in resolved trials
+    assert header.split() == ["variant", "task", "hidden_size", "seed", "n_params", "cell.name", "cell.nonlinearity", *resolved, "optimizer.lr", "state"]
     assert [row.split()[:4] for row in rows] == [["RNN", "copy", "8", "0"], ["RNN", "copy", "8", "1"], ["LSTM", "copy", "8", "0"], ["LSTM", "copy", "8", "1"]]
     assert all(row.split()[-1] == "new" for row in rows)
-    assert rows[2].split()[4] == "689" and rows[2].split()[5:8] == ["lstm", "-", "0.002"]  # 4 x 8 x (10 + 8 + 1) + 8 x 9 + 9; its own lr
+    assert rows[2].split()[4] == "689" and rows[2].split()[5:11] == ["lstm", "-", "-", "-", "-", "0.002"]  # 4 x 8 x (10 + 8 + 1) + 8 x 9 + 9; its own lr
     assert not (tmp_path / "results").exists()
 
 

@@ -50,7 +50,7 @@ def test_one_protocol_needs_no_protocol_column():
 
 def test_a_table_that_states_no_protocol_says_so(tmp_path):
     path = tmp_path / "bare.yaml"
-    path.write_text("title: t\nmetric: test/acc\ncolumns: [{label: all}]\nrows: [{label: IndRNN (6 layers), values: [[0.9]]}]\n")
+    path.write_text("title: t\nmetric: test/acc\ncolumns: [{label: ps, where: {config.task.permute: true}}]\nrows: [{label: IndRNN (6 layers), values: [[0.9]]}]\n")
     table = paper_table(MNIST, load_published(path)).set_index("model")
     assert table.loc["IndRNN (6 layers)", "protocol"] == "not stated"
     assert "does not say which protocol" in protocol_legend(load_published(path))[0]

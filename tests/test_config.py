@@ -118,7 +118,7 @@ def test_overrides_are_typed_and_validated(tmp_path):
     sweep = load_sweep(path, ["training.steps=20", "seeds=[5]", "variants.0.cell.nonlinearity=relu", "optimizer.lr=1e-4"])
     assert {t["training"]["steps"] for t in sweep.trials} == {20}
     assert {t["seed"] for t in sweep.trials} == {5}
-    assert sweep.trials[0]["cell"] == {"name": "rnn", "nonlinearity": "relu"}
+    assert sweep.trials[0]["cell"]["name"] == "rnn" and sweep.trials[0]["cell"]["nonlinearity"] == "relu"  # + defaults written out
     assert sweep.trials[0]["optimizer"]["lr"] == pytest.approx(1e-4)
     with pytest.raises(ConfigError, match=r"sweep.yaml: training.steps: expected int, got 'many'"):
         load_sweep(path, ["training.steps=many"])

@@ -77,6 +77,32 @@ def assert_complete_curves(sweep_dir: Path, n_trials: int) -> pd.DataFrame:
     return trials
 
 
+def assert_restored_exactly(sweep_file: Path, sweep_dir: Path) -> None:
+    """Some trial continued from its checkpoint (its first report after the restore is past the first
+    evaluation), and every trial's curve equals, value for value, the same trial run without
+    interruption in this process (one thread, as the trainable sets for a 1-CPU trial)."""
+    import torch
+
+    from raylab.sweep import load_sweep
+    from raylab.training import run_trial
+
+    continued = [rows for rows in result_rows(sweep_dir).values() for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1 and r["step"] > EVAL_EVERY]
+    assert continued, "no trial continued from a checkpoint"
+    trials, curves = pd.read_parquet(sweep_dir / "trials.parquet"), pd.read_parquet(sweep_dir / "curves.parquet")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for trial in load_sweep(sweep_file).trials:
+            reports = []
+            run_trial(trial, lambda metrics, checkpoint: reports.append(metrics), device=torch.device("cpu"))
+            expected = {(int(m["step"]), k): v for m in reports for k, v in m.items() if "/" in k}
+            trial_id = trials.loc[trials["config_hash"] == trial["config_hash"], "trial_id"].item()
+            got = {(r.step, r.metric): r.value for r in curves[curves["trial_id"] == trial_id].itertuples()}
+            assert got == expected, trial_id
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_worker_node_removed_mid_sweep(tmp_path):
     from ray.cluster_utils import Cluster
 
@@ -110,6 +136,7 @@ def test_worker_node_removed_mid_sweep(tmp_path):
     # iterations count continues past the restore point.
     restored = [rows for rows in result_rows(sweep_dir).values() if any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)]
     assert restored, output
+    assert_restored_exactly(sweep_file, sweep_dir)
 
 
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
@@ -136,6 +163,7 @@ def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
     after = result_rows(sweep_dir)
     for name in finished_before:
         assert after[name] == before[name], f"{name} finished before the kill but ran again"
+    assert_restored_exactly(sweep_file, sweep_dir)
 
 
 def test_trial_that_raises_is_retried_then_errored_then_restarted(tmp_path, shared_data):

@@ -123,6 +123,6 @@ def test_smoke_mode_shrinks_each_task_with_its_smoke_options(tmp_path):
     data = {**SWEEP, "task": [{"name": "copy", "delay": 5}, {"name": "copy", "delay": 9}, {"name": "mnist", "batch_size": 100}]}
     sweep = load_sweep(write(tmp_path, data), smoke=True)
     tasks = [t["task"] for t in sweep.trials]  # the two copy tasks became one: same smoke delay
-    assert tasks[0] == {"name": "copy", "delay": 10, "eval_size": 10}
-    assert tasks[1] == {"name": "mnist", "subset": 16, "batch_size": 4, "eval_batch_size": 8, "pixels_per_step": 28}
+    assert {"name": "copy", "delay": 10, "eval_size": 10}.items() <= tasks[0].items()  # with the other defaults written out
+    assert {"name": "mnist", "subset": 16, "batch_size": 4, "eval_batch_size": 8, "pixels_per_step": 28}.items() <= tasks[1].items()
     assert all(t["training"]["steps"] == 4 for t in sweep.trials)

@@ -44,6 +44,7 @@ import pandas as pd
 import yaml
 
 from raylab.aggregate import format_value, mean_sem
+from raylab.identity import check_one_configuration, split_by_configuration
 from raylab.results import ResultsError
 
 FOLDER = Path(__file__).resolve().parent
@@ -147,10 +148,12 @@ def matching(trials: pd.DataFrame, where: dict) -> pd.DataFrame:
 
 
 def inferred_layout(trials: pd.DataFrame, metric: str) -> PublishedTable:
-    """Rows = variants, columns = experiments x task options that vary (e.g. `config.task.bptt`)."""
-    keys = [k for k in trials.columns if (k == "experiment" or k.startswith("config.task.")) and trials[k].nunique(dropna=False) > 1]
+    """Rows = variants, columns = experiments x task options that vary (e.g. `config.task.bptt`),
+    x any other configuration column that differs within one variant's cell (one cell, one configuration)."""
+    keys = [k for k in trials.columns if (k in ("experiment", "budget") or k.startswith("config.task.")) and trials[k].nunique(dropna=False) > 1]
+    keys += split_by_configuration(trials, ["variant", *keys])[len(keys) + 1 :]
     combos = trials[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
-    columns = [Column(", ".join(f"{k.removeprefix('config.task.')}={v}" for k, v in combo.items()) or metric, combo) for combo in combos]
+    columns = [Column(", ".join(f"{k.removeprefix('config.task.').removeprefix('config.')}={v}" for k, v in combo.items()) or metric, combo) for combo in combos]
     rows = [Row(variant, {"variant": variant}, [None] * len(columns)) for variant in dict.fromkeys(trials["variant"])]
     return PublishedTable(metric, metric, columns, rows)
 
@@ -173,7 +176,9 @@ def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "fi
         if protocol_column:
             line["protocol"] = "—" if row.values == [None] * len(row.values) else row.protocol or "not stated"
         for col, paper in zip(published.columns, row.values):
-            values = matching(trials, {**row.where, **col.where})[column] * published.scale + published.offset
+            cell = matching(trials, {**row.where, **col.where})
+            check_one_configuration(cell, f"{published.title}: row {row.label!r}, column {col.label!r}")
+            values = cell[column] * published.scale + published.offset
             mean, sem, n = mean_sem(values.tolist())  # already scaled: sem is in the table's units
             line[col.label] = format_value(mean, sem, n, decimals)
             if compare:

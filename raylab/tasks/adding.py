@@ -94,7 +94,7 @@ class AddingTask:
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.mse_loss(outputs, targets)
 
-    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return {}
 
     def metric_names(self) -> tuple[str, ...]:

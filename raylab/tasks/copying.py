@@ -115,10 +115,10 @@ class CopyTask:
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(outputs.reshape(-1, self.output_size), targets.reshape(-1))  # mean over B * (T + 20)
 
-    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         recall = slice(-self.copy_length, None)
         correct = outputs[:, recall].argmax(-1) == targets[:, recall]
-        return {"acc": correct.float().mean().item()}
+        return {"acc": correct.float().mean()}
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         return evaluate_batches(model, self, self._val_batches)

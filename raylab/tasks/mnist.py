@@ -166,8 +166,8 @@ class MNISTTask:
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(outputs, targets)
 
-    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
-        return {"acc": (outputs.argmax(-1) == targets).float().mean().item()}
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return {"acc": (outputs.argmax(-1) == targets).float().mean()}
 
     def metric_names(self) -> tuple[str, ...]:
         return ("loss", "acc")

@@ -50,8 +50,11 @@ class Task(Protocol):
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Scalar training loss."""
 
-    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
-        """Metrics of one batch besides the loss (e.g. accuracy), keyed without a split prefix."""
+    def batch_metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Metrics of one batch besides the loss (e.g. accuracy), keyed without a split prefix.
+
+        0-dim tensors left on the device: the training loop sums them there and reads them back
+        once per evaluation, not once per step."""
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on a split, keyed without a split prefix (`loss`, `acc`)."""
@@ -82,7 +85,8 @@ def evaluate_batches(model: nn.Module, task: Task, batches: Iterable[Batch]) -> 
     for batch in batches:
         outputs, _ = model(batch.inputs)
         size = batch.targets.shape[0]
-        values = {"loss": task.loss(outputs, batch.targets).item(), **task.batch_metrics(outputs, batch.targets)}
+        values = {"loss": task.loss(outputs, batch.targets), **task.batch_metrics(outputs, batch.targets)}
+        values = {name: float(value) for name, value in values.items()}  # evaluation: host reads are fine here
         for name, value in values.items():
             totals[name] = totals.get(name, 0.0) + value * size
         count += size
