@@ -71,7 +71,7 @@ def with_defaults(table: Mapping[str, Callable], checked: dict, injected: tuple[
     that changes in raylab changes the identity, and writing a default out explicitly does not.
     """
     name = checked["name"]
-    parameters = inspect.signature(table[name]).parameters.values()
+    parameters = inspect.signature(lookup(table, name, "spec")).parameters.values()
     defaults = {p.name: p.default for p in parameters if p.name not in injected and p.name != "self" and p.default is not inspect.Parameter.empty}
     return {"name": name, **defaults, **{k: v for k, v in checked.items() if k != "name"}}
 
