@@ -42,6 +42,14 @@ class Choice:
     stopped: int  # trials of this slot that the search's scheduler stopped early (never candidates)
 
 
+def applicable_options(optimizer: dict) -> dict:
+    """The resolved optimizer without the options its algorithm ignores (`betas` of RMSprop, `alpha`
+    of Adam): they hold defaults, and a sweep file that sets them is refused (raylab/checks.py)."""
+    from raylab.checks import ONLY_FOR
+
+    return {k: v for k, v in optimizer.items() if ONLY_FOR.get(k, optimizer["name"]) == optimizer["name"]}
+
+
 def configuration_key(trial: dict) -> str:
     return json.dumps({k: trial[k] for k in CHOSEN_KEYS}, sort_keys=True)
 
@@ -123,7 +131,7 @@ def promoted_sweeps(choices: list[Choice], base: dict, seeds: list[int]) -> list
             {
                 "label": c.variant,
                 "cell": c.best.trial["cell"],
-                "optimizer": c.best.trial["optimizer"],
+                "optimizer": applicable_options(c.best.trial["optimizer"]),
                 "hidden_sizes": [c.hidden_size],
             }
             for c in group
