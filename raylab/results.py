@@ -1,4 +1,4 @@
-"""Experiment directories -> `trials.parquet` and `curves.parquet` (schema in README "Results").
+"""Experiment directories -> `trials.parquet` and `curves.parquet` (schema in docs/results.md).
 
 `collect(location)` reads every run of a sweep (`<storage>/<sweep>/run-*`) or one run directory, on
 local disk or at a URI (`s3://`, `gs://`; see storage.py), and writes, into it:
