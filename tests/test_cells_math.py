@@ -13,7 +13,9 @@ from raylab.cells.orthogonal import SkewExp, cayley_skew, henaff_skew, orthogona
 from raylab.cells.recurrence import IndRecurrence, ModReluRecurrence
 from raylab.config import OptimizerSpec
 from raylab.optim import build_optimizer
-from test_cells import one_thread  # noqa: F401 (autouse: one intra-op thread for this module too)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def orthogonality_error(matrix: torch.Tensor) -> float:
