@@ -32,7 +32,7 @@ STOPPED = "stopped"  # ended early by a search's scheduler: neither a failure no
 def load_trials(location: str | Path) -> pd.DataFrame:
     """trials.parquet of an experiment (a local folder or a URI), or the file itself.
 
-    One row per trial; schema in the README ("Results"); `raylab collect` (or `raylab run`) writes it.
+    One row per trial; schema in docs/results.md; `raylab collect` (or `raylab run`) writes it.
     """
     return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
 
