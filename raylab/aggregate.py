@@ -1,4 +1,4 @@
-"""Across seeds: mean, standard error of the mean and n -> tables (Markdown, LaTeX, CSV) and plots.
+"""Across seeds: mean, standard error of the mean and n -> tables (Markdown, LaTeX, CSV); plots.py draws.
 
 The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only finished seeds enter
 the statistics; diverged, errored and unfinished seeds are counted in a `failed` column, never dropped
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from raylab import storage
-from raylab.results import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
+from raylab.results import TRIALS_FILE, ResultsError, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")
@@ -126,37 +126,3 @@ def render(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fmt
     table = display_table(summary, by, metrics, decimals)
     return to_latex(table) if fmt == "latex" else to_markdown(table)
 
-
-def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] | None = None) -> Path:
-    """Learning curves: the mean over finished seeds per group, with a +-1 standard-error band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = load_trials(path)
-    by = list(by or default_group(trials))
-    curves = read_table(storage.join(path, CURVES_FILE))
-    available = sorted(curves["metric"].unique())
-    if metric not in available:
-        raise ResultsError(f"--metric: no curve of {metric!r} (available: {', '.join(available) or 'none'})")
-    finished = trials[trials["status"] == "finished"]
-    data = curves[curves["metric"] == metric].merge(finished[["trial_id", *by]], on="trial_id")
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for key, group in data.groupby(list(by), sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        stats = group.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
-        sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
-        label = " ".join(str(k) for k in key) + f" (n={int(stats['count'].max())})"
-        (line,) = axes.plot(stats["step"], stats["mean"], label=label)
-        axes.fill_between(stats["step"], stats["mean"] - sem, stats["mean"] + sem, color=line.get_color(), alpha=0.25)
-    axes.set_xlabel("training step")
-    axes.set_ylabel(metric)
-    axes.set_title(f"{Path(str(path).rstrip('/')).name}: {metric} (mean ± 1 s.e. over seeds)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    out = Path(out)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out

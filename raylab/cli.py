@@ -51,16 +51,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.check_storage_shared(sweep)
         runtime = {"data_dir": data_dir, "provenance": provenance()}
         runner.run_sweep(sweep, trials, runtime)
-    return finish(sweep_dir)
+    return finish(sweep_dir, sweep.spec.plot)
 
 
-def finish(sweep_dir: str) -> int:
-    """Collect every run of the sweep into Parquet and print the table (exit 1 if a trial errored)."""
-    from raylab.results import collect
+def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
+    """Collect every run of the sweep into Parquet, print the table (exit 1 if a trial errored) and
+    draw the sweep file's `plot:` figures into the sweep directory."""
+    from raylab.results import ResultsError, collect
 
     collect(sweep_dir)
     print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
-    return print_table(sweep_dir, exit_on_errors=True)
+    code = print_table(sweep_dir, exit_on_errors=True)
+    for spec in plots:
+        try:
+            written = draw(sweep_dir, spec.metrics, spec.out, None, spec.x, spec.logy, spec.average, spec.baseline)
+        except ResultsError as error:  # e.g. every trial diverged: the results above stay valid
+            print(f"raylab: plot {spec.out}: {error}", file=sys.stderr)
+            continue
+        print(f"figure: {written}")
+    return code
+
+
+def draw(path: str, metrics: list[str], out: str, by: list[str] | None, x: str, logy: bool, average: str, baseline: bool) -> str:
+    """One figure of an experiment into its directory (a bucket's: via a local file, then uploaded)."""
+    import tempfile
+
+    from raylab import storage
+    from raylab.plots import plot_curves
+
+    if not storage.is_uri(path):
+        return str(plot_curves([path], metrics, Path(path) / out, by, x, logy, average, baseline))
+    with tempfile.TemporaryDirectory() as local:
+        plot_curves([path], metrics, Path(local) / out, by, x, logy, average, baseline)
+        storage.upload(Path(local) / out, storage.join(path, out))
+    return storage.join(path, out)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -150,14 +174,12 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from raylab.aggregate import plot_curves
+    from raylab.plots import default_out, plot_curves
 
-    from raylab import storage
-
-    name = f"{args.metric.replace('/', '_')}.png"
-    # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
-    out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
-    written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
+    metrics = split_list(args.metric) or ["val/loss"]
+    # A plot of one local experiment lands beside its data; of a bucket's or of several, here.
+    out = args.out or default_out(args.experiment, metrics)
+    written = plot_curves(args.experiment, metrics, out, split_list(args.by), args.x, args.logy, args.average, not args.no_baseline)
     print(f"wrote {written}")
     return 0
 
@@ -259,11 +281,16 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--compare", metavar="FILE", help="published numbers beside ours, in that table's layout: a YAML file or a shipped name (raylab/published/)")
     table.set_defaults(handler=cmd_table)
 
-    plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")
-    plot.add_argument("experiment")
-    plot.add_argument("--metric", default="val/loss")
-    plot.add_argument("--by", action="append", help="one curve per group (default: task,variant,hidden_size)")
-    plot.add_argument("--out", help="PNG path (default: <experiment>/<metric>.png)")
+    plot = commands.add_parser("plot", help="learning curves over seeds, the task's baseline dashed (PNG, SVG or PDF)")
+    plot.add_argument("experiment", nargs="+", help="sweep or run folders; several share each panel")
+    plot.add_argument("--metric", action="append", help="one panel per metric, e.g. val/loss,val/acc (default: val/loss)")
+    plot.add_argument("--by", action="append", help="one curve per group (default: as the table: task, task options that vary, variant, hidden_size)")
+    plot.add_argument("--out", help="figure path; .png, .svg or .pdf (default: <experiment>/<metric>.png, or here for several)")
+    plot.add_argument("--x", choices=("step", "epoch"), default="step", help="x axis: training steps or epochs (data-set tasks)")
+    plot.add_argument("--logy", action="store_true", help="log-scale y axis, as the papers' loss figures")
+    plot.add_argument("--average", choices=("mean", "median"), default="mean",
+                      help="mean with a ±1 standard-error band, or median with the interquartile band (robust to a diverging seed)")
+    plot.add_argument("--no-baseline", action="store_true", help="leave out the task's trivial baseline (dashed)")
     plot.set_defaults(handler=cmd_plot)
 
     ls = commands.add_parser("ls", help="list registered cells or tasks with their options")

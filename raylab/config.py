@@ -107,6 +107,24 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class PlotSpec:
+    """A figure `raylab run` draws into the sweep directory after its table: `raylab plot`'s options."""
+
+    out: str  # file name inside <storage>/<name>/; the type follows the extension: .png, .svg or .pdf
+    metrics: list[str] = field(default_factory=lambda: ["val/loss"])  # one panel each
+    x: Literal["step", "epoch"] = "step"
+    logy: bool = False  # log-scale y axis, as the papers' loss figures
+    average: Literal["mean", "median"] = "mean"  # mean +-1 s.e., or median and interquartile band
+    baseline: bool = True  # the task's trivial baseline as a dashed line
+
+    def check(self, where: str) -> None:
+        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise ConfigError(f"{where}.out: a file name ending in .png, .svg or .pdf, got {self.out!r}")
+        if not self.metrics:
+            raise ConfigError(f"{where}.metrics: must list at least one metric")
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     task: dict | list[dict]  # {name: <task>, <option>: <value>, ...}, or a list of them: one more grid axis
@@ -120,6 +138,7 @@ class SweepSpec:
     max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
     storage: str = "results"  # experiments go to <storage>/<name>/; a path, s3:// or gs://
     description: str = ""
+    plot: list[PlotSpec] = field(default_factory=list)  # figures drawn at the end of `raylab run`
 
     def check(self, where: str) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):

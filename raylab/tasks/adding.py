@@ -44,6 +44,7 @@ class AddingTask:
     primary_metric = "val/loss"
     eval_splits = ("val",)
     final_splits: tuple[str, ...] = ()
+    baselines: ClassVar[dict[str, float]] = {"loss": ADDING_BASELINE_MSE}  # the IndRNN figures' 0.167 line
     smoke_options: ClassVar[dict] = {"length": 40, "batch_size": 4, "eval_size": 8}  # --smoke: short sequences, small batches
 
     def __init__(self, length: int = 100, batch_size: int = 32, eval_size: int = 1000) -> None:

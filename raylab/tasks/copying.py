@@ -74,6 +74,11 @@ class CopyTask:
     def baseline_loss(self) -> float:
         return copy_baseline(self.delay, self.copy_length, self.n_symbols)
 
+    @property
+    def baselines(self) -> dict[str, float]:
+        """Blanks, then a uniform guess over the symbols: the LSTM's plateau in the nnRNN figures."""
+        return {"loss": self.baseline_loss, "acc": 1.0 / self.n_symbols}
+
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
         generator = torch.Generator().manual_seed(EVAL_SEED)

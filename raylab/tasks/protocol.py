@@ -34,6 +34,9 @@ class Task(Protocol):
     primary_metric: str  # "split/name" that selects the best checkpoint, e.g. "val/loss"
     eval_splits: tuple[str, ...]  # evaluated at every evaluation, e.g. ("val",)
     final_splits: tuple[str, ...]  # evaluated once with the best checkpoint, e.g. ("test",)
+    # The trivial baseline the papers' figures draw dashed, per metric name without the split prefix
+    # ({"loss": 1/6} for the adding problem); empty where the papers draw none.
+    baselines: dict[str, float]
 
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         """Load or generate data onto `device`. Called once per trial, never at validation."""
