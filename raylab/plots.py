@@ -99,9 +99,9 @@ def robust_limits(values: Sequence[float], log: bool, fence: float = FENCE) -> t
     return (10**low, 10**high) if log else (low, high)
 
 
-def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | None, x: XAxis) -> tuple[pd.DataFrame, list[str], dict[str, float]]:
-    """Curve points of the finished trials (columns: group label, metric, x, value), the group
-    columns used, and the task baselines keyed `split/name`-free (`loss`) per group label."""
+def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | None, x: XAxis) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Curve points of the finished trials (columns: label, metric, step or epoch, value) and, per
+    group label, its task's baselines keyed without the split (`loss`)."""
     trials = load_trials(path)
     by = list(by or default_group(trials))
     curves = read_table(storage.join(path, CURVES_FILE))
@@ -124,7 +124,7 @@ def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | No
     baselines = {}
     for trial_id, label in zip(finished["trial_id"], labels):
         baselines.setdefault(label, tasks[trial_id].baselines)
-    return points, by, baselines
+    return points, baselines
 
 
 def plot_curves(
@@ -166,7 +166,7 @@ def curves_figure(
     several = len(paths) > 1
     curves: list[tuple[str, pd.DataFrame, dict[str, float]]] = []
     for path in paths:
-        points, _, baselines = load_points(path, metrics, by, x)
+        points, baselines = load_points(path, metrics, by, x)
         prefix = f"{experiment_label(path)}: " if several else ""
         for label, group in points.groupby("label", sort=True):
             curves.append((prefix + label, group, baselines.get(label, {})))
