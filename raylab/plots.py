@@ -192,16 +192,17 @@ def curves_figure(
         if logy:
             axes.set_yscale("log")
         limits = robust_limits([*plotted, *levels], logy)
+        cut = []
         if limits is not None:
             axes.set_ylim(*limits)
             above = [v for v in plotted if np.isfinite(v) and v > limits[1]]
             below = [v for v in plotted if np.isfinite(v) and v < limits[0] and (v > 0 or not logy)]
             cut = ([f"max {max(above):.3g}"] if above else []) + ([f"min {min(below):.3g}"] if below else [])
-            if cut:  # never hide silently that the axis left values out
-                axes.text(0.99, 0.99, "off the axis: " + ", ".join(cut), transform=axes.transAxes, ha="right", va="top", fontsize="x-small")
+        summary = "median, interquartile band" if average == "median" else "mean ± 1 s.e."
+        # never hide silently that the axis left values out
+        axes.set_title(f"{metric} ({summary} over seeds)" + (f"\noff the axis: {', '.join(cut)}" if cut else ""), fontsize="medium")
         axes.set_xlabel("training step" if x == "step" else "epoch")
         axes.set_ylabel(metric)
-        axes.set_title(f"{metric} ({'median, interquartile band' if average == 'median' else 'mean ± 1 s.e.'} over seeds)", fontsize="medium")
         axes.grid(alpha=0.3, which="both" if logy else "major")
         axes.legend(fontsize="x-small")
     figure.suptitle(", ".join(experiment_label(p) for p in paths))
