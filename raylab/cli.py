@@ -62,29 +62,14 @@ def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
     collect(sweep_dir)
     print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
     code = print_table(sweep_dir, exit_on_errors=True)
+    from raylab.plots import draw_into
+
     for spec in plots:
         try:
-            written = draw(sweep_dir, spec.metrics, spec.out, None, spec.x, spec.logy, spec.average, spec.baseline)
+            print(f"figure: {draw_into(sweep_dir, spec)}")
         except ResultsError as error:  # e.g. every trial diverged: the results above stay valid
             print(f"raylab: plot {spec.out}: {error}", file=sys.stderr)
-            continue
-        print(f"figure: {written}")
     return code
-
-
-def draw(path: str, metrics: list[str], out: str, by: list[str] | None, x: str, logy: bool, average: str, baseline: bool) -> str:
-    """One figure of an experiment into its directory (a bucket's: via a local file, then uploaded)."""
-    import tempfile
-
-    from raylab import storage
-    from raylab.plots import plot_curves
-
-    if not storage.is_uri(path):
-        return str(plot_curves([path], metrics, Path(path) / out, by, x, logy, average, baseline))
-    with tempfile.TemporaryDirectory() as local:
-        plot_curves([path], metrics, Path(local) / out, by, x, logy, average, baseline)
-        storage.upload(Path(local) / out, storage.join(path, out))
-    return storage.join(path, out)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -106,6 +106,9 @@ class BudgetSpec:
             check_positive(n, f"{where}.n_params" + (f"[{i}]" if isinstance(self.n_params, list) else ""))
 
 
+FIGURE_FORMATS = (".png", ".svg", ".pdf")  # matplotlib picks the format from the extension
+
+
 @dataclass(frozen=True)
 class PlotSpec:
     """A figure `raylab run` draws into the sweep directory after its table: `raylab plot`'s options."""
@@ -118,7 +121,7 @@ class PlotSpec:
     baseline: bool = True  # the task's trivial baseline as a dashed line
 
     def check(self, where: str) -> None:
-        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in (".png", ".svg", ".pdf"):
+        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in FIGURE_FORMATS:
             raise ConfigError(f"{where}.out: a file name ending in .png, .svg or .pdf, got {self.out!r}")
         if not self.metrics:
             raise ConfigError(f"{where}.metrics: must list at least one metric")

@@ -23,9 +23,9 @@ import pandas as pd
 
 from raylab import storage
 from raylab.aggregate import default_group, load_trials
+from raylab.config import FIGURE_FORMATS, PlotSpec
 from raylab.results import CURVES_FILE, ResultsError, read_table
 
-FORMATS = (".png", ".svg", ".pdf")
 FENCE = 3.0  # Tukey's "far out" fence in interquartile ranges: only points well outside the bulk are cut
 XAxis = Literal["step", "epoch"]
 Average = Literal["mean", "median"]
@@ -41,8 +41,8 @@ class Band:
 
 
 def check_format(out: str | Path) -> None:
-    if Path(str(out)).suffix.lower() not in FORMATS:
-        raise ResultsError(f"--out {out}: the figure type comes from the extension, one of {', '.join(FORMATS)}")
+    if Path(str(out)).suffix.lower() not in FIGURE_FORMATS:
+        raise ResultsError(f"--out {out}: the figure type comes from the extension, one of {', '.join(FIGURE_FORMATS)}")
 
 
 def experiment_label(path: str | Path) -> str:
@@ -216,3 +216,15 @@ def default_out(paths: Sequence[str], metrics: Sequence[str]) -> str:
     if len(paths) == 1 and not storage.is_uri(paths[0]):
         return str(Path(paths[0]) / name)
     return name
+
+
+def draw_into(experiment: str, spec: PlotSpec) -> str:
+    """A sweep file's `plot:` figure, into the experiment's directory (a bucket's: drawn here, uploaded)."""
+    import tempfile
+
+    options = dict(metrics=spec.metrics, x=spec.x, logy=spec.logy, average=spec.average, baseline=spec.baseline)
+    if not storage.is_uri(experiment):
+        return str(plot_curves([experiment], out=Path(experiment) / spec.out, **options))
+    with tempfile.TemporaryDirectory() as local:
+        storage.upload(plot_curves([experiment], out=Path(local) / spec.out, **options), storage.join(experiment, spec.out))
+    return storage.join(experiment, spec.out)

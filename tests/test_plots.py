@@ -132,7 +132,7 @@ def test_a_sweep_files_plot_section_draws_its_figures_at_the_end_of_the_run(ray_
         "hidden_sizes": [8],
         "seeds": [0, 1],
         "training": {"steps": 20, "eval_every": 10},
-        "storage": str(tmp_path / "results"),
+        "storage": f"file://{tmp_path}/results",  # a bucket's path: figures are drawn locally, then uploaded
         "plot": [{"out": "loss.svg", "logy": True}, {"out": "both.pdf", "metrics": ["val/loss", "val/acc"], "average": "median"}],
     }
     sweep_file = tmp_path / "drawn.yaml"
@@ -140,7 +140,7 @@ def test_a_sweep_files_plot_section_draws_its_figures_at_the_end_of_the_run(ray_
     assert main(["run", str(sweep_file)]) == 0
     sweep_dir = tmp_path / "results" / "drawn"
     assert (sweep_dir / "loss.svg").read_bytes()[:5] == b"<?xml" and (sweep_dir / "both.pdf").read_bytes()[:4] == b"%PDF"
-    assert f"figure: {sweep_dir / 'loss.svg'}" in capsys.readouterr().out
+    assert f"figure: file://{sweep_dir / 'loss.svg'}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("plot, message", [
