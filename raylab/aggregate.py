@@ -1,4 +1,4 @@
-"""Across seeds: mean, standard error of the mean and n -> tables (Markdown, LaTeX, CSV) and plots.
+"""Across seeds: mean, standard error of the mean and n -> tables (Markdown, LaTeX, CSV); plots.py draws.
 
 The standard error is the sample standard deviation (ddof=1) over sqrt(n). Only finished seeds enter
 the statistics; the others (diverged, errored, unfinished, pending: the statuses of trials.parquet) are
@@ -101,20 +101,21 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         finished = group[group["status"] == "finished"]
-        baseline = trivial_baseline_of(group.iloc[0])
+        baseline = baselines_of(group.iloc[0])
         for metric in metrics:
             mean, sem, n = mean_sem(finished[f"{stat}/{metric}"].tolist())
             row.update({f"{metric}.mean": mean, f"{metric}.sem": sem, f"{metric}.n": n})
-            if metric in baseline:
-                row[f"{metric}.baseline"] = baseline[metric]
+            if metric.split("/", 1)[-1] in baseline:  # `val/loss` -> the task's `loss` baseline
+                row[f"{metric}.baseline"] = baseline[metric.split("/", 1)[-1]]
         for status in (*FAILED_STATUSES, STOPPED) if searched else FAILED_STATUSES:
             row[status] = int((group["status"] == status).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def trivial_baseline_of(trial: pd.Series) -> dict[str, float]:
-    """The task's `trivial_baseline()` for a trials.parquet row (its `config.task.*` columns), or {}."""
+def baselines_of(trial: pd.Series) -> dict[str, float]:
+    """The task's trivial `baselines` (keyed without the split: `loss`, `acc`) for a trials.parquet
+    row (its `config.task.*` columns), or {}."""
     from raylab.registry import build
     from raylab.tasks import TASKS
     from raylab.typecheck import ConfigError
@@ -127,7 +128,7 @@ def trivial_baseline_of(trial: pd.Series) -> dict[str, float]:
         task = build(TASKS, spec, "task")
     except (ConfigError, KeyError):
         return {}  # a task renamed or removed since the trial ran: no baseline rather than a wrong one
-    return getattr(task, "trivial_baseline", dict)()
+    return dict(getattr(task, "baselines", {}))
 
 
 def format_value(mean: float, sem: float, n: int, decimals: int | None = None) -> str:
@@ -193,45 +194,3 @@ def render(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], fmt
     table = display_table(summary, by, metrics, decimals)
     return to_latex(table) if fmt == "latex" else to_markdown(table)
 
-
-def curve_label(by: Sequence[str], key: tuple, requested: int) -> str:
-    """`copy LSTM 8`, then `name=value` for each column added to tell configurations apart (`optimizer.lr=0.5`)."""
-    added = ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(by[requested:], key[requested:]))
-    return " ".join(str(k) for k in key[:requested]) + (f" [{added}]" if added else "")
-
-
-def plot_curves(path: str | Path, metric: str, out: str | Path, by: Sequence[str] | None = None) -> Path:
-    """Learning curves: the mean over finished seeds per group, with a +-1 standard-error band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = load_trials(path)
-    requested = len(by or default_group(trials))
-    by = table_groups(trials, by)
-    curves = load_curves(path)
-    available = sorted(curves["metric"].unique())
-    if metric not in available:
-        raise ResultsError(f"--metric: no curve of {metric!r} (available: {', '.join(available) or 'none'})")
-    finished = trials[trials["status"] == "finished"]
-    data = curves[curves["metric"] == metric].merge(finished[["trial_id", *by]], on="trial_id")
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for key, group in data.groupby(list(by), sort=True, dropna=False):
-        check_one_configuration(finished[finished["trial_id"].isin(group["trial_id"])], f"curve {group_label(by, key)}")
-        key = key if isinstance(key, tuple) else (key,)
-        stats = group.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
-        sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
-        label = curve_label(by, key, requested) + f" (n={int(stats['count'].max())})"
-        (line,) = axes.plot(stats["step"], stats["mean"], label=label)
-        axes.fill_between(stats["step"], stats["mean"] - sem, stats["mean"] + sem, color=line.get_color(), alpha=0.25)
-    axes.set_xlabel("training step")
-    axes.set_ylabel(metric)
-    axes.set_title(f"{Path(str(path).rstrip('/')).name}: {metric} (mean ± 1 s.e. over seeds)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    out = Path(out)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out

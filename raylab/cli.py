@@ -80,13 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             for run in plan.continued:
                 if not runner.resume_run(run, errored="skip"):
-                    return finish(sweep_dir)  # still unfinished: the rest waits for the next `raylab run`
+                    return finish(sweep_dir, sweep.spec.plot)  # still unfinished: the rest waits for the next `raylab run`
             if plan.new:
                 runtime = {"data_dir": data_dir, "provenance": provenance()}
                 runner.run_sweep(sweep, plan.new, runtime)
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, sweep_dir)
-    return finish(sweep_dir)
+    return finish(sweep_dir, sweep.spec.plot)
 
 
 def print_code_change(done: dict[str, str], trials: list[dict], current: str) -> None:
@@ -124,13 +124,22 @@ def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
     return EXIT_INTERRUPTED
 
 
-def finish(sweep_dir: str) -> int:
-    """Collect every run of the sweep into Parquet and print the table (exit 1 if a trial errored)."""
-    from raylab.results import collect
+def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
+    """Collect every run of the sweep into Parquet, print the table (exit 1 if a trial errored) and
+    draw the sweep file's `plot:` figures into the sweep directory."""
+    from raylab.results import ResultsError, collect
 
     collect(sweep_dir)
     print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
-    return print_table(sweep_dir, exit_on_errors=True)
+    code = print_table(sweep_dir, exit_on_errors=True)
+    from raylab.plots import draw_into
+
+    for spec in plots:
+        try:
+            print(f"figure: {draw_into(sweep_dir, spec)}")
+        except ResultsError as error:  # e.g. every trial diverged: the results above stay valid
+            print(f"raylab: plot {spec.out}: {error}", file=sys.stderr)
+    return code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -292,17 +301,16 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from raylab.aggregate import plot_curves
+    from raylab.plots import default_out, plot_curves
 
-    from raylab import storage
-
-    name = f"{args.metric.replace('/', '_')}.png"
-    # A plot of a bucket's experiment lands in the working directory; a local one beside its data.
-    out = args.out or (name if storage.is_uri(args.experiment) else str(Path(args.experiment) / name))
+    metrics = split_list(args.metric) or ["val/loss"]
+    # A plot of one local experiment lands beside its data; of a bucket's or of several, here.
+    out = args.out or default_out(args.experiment, metrics)
     if not Path(out).resolve().parent.is_dir():
         raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
-    recollect_if_stale(args.experiment)
-    written = plot_curves(args.experiment, args.metric, out, split_list(args.by))
+    for experiment in args.experiment:
+        recollect_if_stale(experiment)
+    written = plot_curves(args.experiment, metrics, out, split_list(args.by), args.x, args.logy, args.average, not args.no_baseline)
     print(f"wrote {written}")
     return 0
 
@@ -422,11 +430,16 @@ def parser() -> argparse.ArgumentParser:
     best.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial (default: final)")
     best.set_defaults(handler=cmd_best)
 
-    plot = commands.add_parser("plot", help="learning curves with ±1 standard-error bands (PNG)")
-    plot.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one of its run-* folders")
-    plot.add_argument("--metric", default="val/loss", help="the metric to plot (default: val/loss)")
-    plot.add_argument("--by", action="append", help="one curve per group (default: task,variant,hidden_size)")
-    plot.add_argument("--out", help="PNG path (default: <experiment>/<metric>.png)")
+    plot = commands.add_parser("plot", help="learning curves over seeds, the task's baseline dashed (PNG, SVG or PDF)")
+    plot.add_argument("experiment", nargs="+", help="sweep or run folders; several share each panel")
+    plot.add_argument("--metric", action="append", help="one panel per metric, e.g. val/loss,val/acc (default: val/loss)")
+    plot.add_argument("--by", action="append", help="one curve per group (default: as the table: task, task options that vary, variant, hidden_size)")
+    plot.add_argument("--out", help="figure path; .png, .svg or .pdf (default: <experiment>/<metric>.png, or here for several)")
+    plot.add_argument("--x", choices=("step", "epoch"), default="step", help="x axis: training steps or epochs (data-set tasks) (default: step)")
+    plot.add_argument("--logy", action="store_true", help="log-scale y axis, as the papers' loss figures (default: linear)")
+    plot.add_argument("--average", choices=("mean", "median"), default="mean",
+                      help="mean with a ±1 standard-error band, or median with the interquartile band (robust to a diverging seed) (default: mean)")
+    plot.add_argument("--no-baseline", action="store_true", help="leave out the task's trivial baseline (dashed) (default: drawn)")
     plot.set_defaults(handler=cmd_plot)
 
     ls = commands.add_parser("ls", help="list registered cells or tasks with their options")

@@ -162,6 +162,27 @@ class SearchSpec:
             raise ConfigError(f"{where}.space: must name at least one key to sample")
 
 
+FIGURE_FORMATS = (".png", ".svg", ".pdf")  # matplotlib picks the format from the extension
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A figure `raylab run` draws into the sweep directory after its table: `raylab plot`'s options."""
+
+    out: str  # file name inside <storage>/<name>/; the type follows the extension: .png, .svg or .pdf
+    metrics: list[str] = field(default_factory=lambda: ["val/loss"])  # one panel each
+    x: Literal["step", "epoch"] = "step"
+    logy: bool = False  # log-scale y axis, as the papers' loss figures
+    average: Literal["mean", "median"] = "mean"  # mean +-1 s.e., or median and interquartile band
+    baseline: bool = True  # the task's trivial baseline as a dashed line
+
+    def check(self, where: str) -> None:
+        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in FIGURE_FORMATS:
+            raise ConfigError(f"{where}.out: a file name ending in .png, .svg or .pdf, got {self.out!r}")
+        if not self.metrics:
+            raise ConfigError(f"{where}.metrics: must list at least one metric")
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
@@ -178,6 +199,7 @@ class SweepSpec:
     description: str = ""
     grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.space)
     search: SearchSpec | None = None  # sampled configurations instead of (or besides) the grid
+    plot: list[PlotSpec] = field(default_factory=list)  # figures drawn at the end of `raylab run`
 
     def check(self, where: str) -> None:
         check_sweep_name(self.name)

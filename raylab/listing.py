@@ -29,15 +29,16 @@ def cell_lines() -> list[str]:
 
 def metric_lines(task: typing.Any) -> list[str]:
     """`val/loss  min, primary, trivial baseline 0.0945` for each metric a task reports."""
-    baseline = getattr(task, "trivial_baseline", dict)()
+    baseline = getattr(task, "baselines", {})  # keyed without the split: `loss`, `acc`
     splits = ("train", *task.eval_splits, *task.final_splits)
     lines = []
     for metric in (f"{split}/{name}" for split in splits for name in task.metric_names()):
         notes = [metric_mode(metric)]
         if metric == task.primary_metric:
             notes.append("primary: picks the best checkpoint")
-        if metric in baseline:
-            notes.append(f"trivial baseline {baseline[metric]:.4g} with the default options")
+        name = metric.split("/", 1)[-1]
+        if name in baseline:
+            notes.append(f"trivial baseline {baseline[name]:.4g} with the default options")
         lines.append(f"{INDENT * 2}{metric:<12} {', '.join(notes)}")
     return lines
 

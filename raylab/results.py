@@ -204,7 +204,8 @@ def tune_trials(run_dir: str | Path) -> list:
         def _fetch_trial_dataframes(self) -> dict:
             return {}
 
-    return TrialsOnly(str(run_dir)).trials
+    location = str(run_dir) if storage.is_uri(str(run_dir)) else str(Path(run_dir).resolve())  # pyarrow wants absolute paths
+    return TrialsOnly(location).trials
 
 
 def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
@@ -213,8 +214,10 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
     seen_hashes = set()
     try:
         trials = tune_trials(run_dir)
-    except (FileNotFoundError, ValueError, RuntimeError):
-        trials = []  # killed before Tune saved any experiment state
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        trials = []  # killed before Tune saved any experiment state: the manifest lists the trials as pending
+        if any(run_dir.glob("experiment_state-*.json")):  # a state that exists but cannot be read is not "pending"
+            raise ResultsError(f"{run_dir}: Tune's experiment state is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})") from None
     for trial in trials:
         # The trial's folder in storage, found by name inside this run folder, which may be a local
         # mirror of a bucket (`local_path` is a node's staging copy, gone after a restore).
@@ -340,7 +343,8 @@ def collect(location: str | Path) -> tuple[str, str]:
     with storage.local_copy(location) as local:
         rows: list[tuple[dict, dict]] = []
         for run_dir in run_directories(local):
-            rows.extend(collect_run(run_dir))
+            with skipped_if_unreadable(run_dir.name):  # one unreadable run never breaks the others
+                rows.extend(collect_run(run_dir))
         kept = keep_one_per_config(rows)
         points: dict[tuple[str, int, str], float] = {}
         for _, trial_points in kept:

@@ -6,7 +6,6 @@ test_end_to_end.py; token authentication in test_submit.py.)
 """
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -166,32 +165,52 @@ def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
     assert_restored_exactly(sweep_file, sweep_dir)
 
 
-def test_trial_that_raises_is_retried_then_errored_then_restarted(tmp_path, shared_data):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()  # empty: every attempt fails in setup, as on a node without the data
+# A user task (named by import path) whose training fails until its marker file exists: a real
+# exception in a real trial, as on a node that lacks something (the driver's data check passes).
+FAILING_TASK = """
+from pathlib import Path
+
+from raylab.tasks.copying import CopyTask
+
+
+class NeedsMarker(CopyTask):
+    def __init__(self, marker: str = "", delay: int = 5, batch_size: int = 4, eval_size: int = 8) -> None:
+        super().__init__(delay=delay, batch_size=batch_size, eval_size=eval_size)
+        self.marker = marker
+
+    def train_batch(self, step, seed):
+        if not Path(self.marker).exists():
+            raise FileNotFoundError(f"{self.marker}: missing marker file")
+        return super().train_batch(step, seed)
+"""
+
+
+def test_trial_that_raises_is_retried_then_errored_then_restarted(tmp_path):
+    (tmp_path / "failing_task.py").write_text(FAILING_TASK)
+    marker = tmp_path / "marker"
     sweep_file = write_sweep(
         tmp_path,
         "raises",
         seeds=[0],
-        task={"name": "mnist", "data_dir": str(data_dir), "download": False, "subset": 16, "batch_size": 4, "eval_batch_size": 8},
+        task={"name": "failing_task:NeedsMarker", "marker": str(marker)},
         variants=[{"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"}],
         hidden_sizes=[8],
         training={"steps": 4, "eval_every": 2},
         max_failures=1,
     )
     sweep_dir = tmp_path / "results" / "raises"
-    first = raylab("run", str(sweep_file), "--num-cpus", "1")
+    first = raylab("run", str(sweep_file), "--num-cpus", "1", cwd=tmp_path)
     output, _ = first.communicate(timeout=300)
     assert first.returncode == 1, output  # the sweep ran, a trial errored
 
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert trials["status"].tolist() == ["errored"]
-    assert "MNIST" in trials["error"].iloc[0] and "missing" in trials["error"].iloc[0]
+    assert "marker" in trials["error"].iloc[0] and "missing" in trials["error"].iloc[0]
     attempts = [line for line in output.splitlines() if "RNN-h8-s0" in line and "failed, " in line]
     assert len(attempts) == 2 and "retrying" in attempts[0] and "no retries left" in attempts[1], output  # max_failures: 1
 
-    shutil.copytree(shared_data / "MNIST", data_dir / "MNIST")  # the data arrives
-    resume = raylab("resume", str(sweep_dir), "--errored", "restart", "--num-cpus", "1")
+    marker.touch()  # what was missing arrives
+    resume = raylab("resume", str(sweep_dir), "--errored", "restart", "--num-cpus", "1", cwd=tmp_path)
     output, _ = resume.communicate(timeout=300)
     assert resume.returncode == 0, output
     trials = pd.read_parquet(sweep_dir / "trials.parquet")

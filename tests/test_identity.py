@@ -98,8 +98,8 @@ def test_table_command_shows_what_differs_and_notes_mixed_code(tmp_path, capsys)
     write_parquet_atomic(arrow_table(trials.to_dict("records")), tmp_path / TRIALS_FILE)
     assert main(["table", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
-    assert "| task | variant | hidden_size | config.training.steps | val/acc | not in mean |" in out
-    assert "| copy | LSTM | 8 | 30 | 0.610 ± 0.006 (n=3) |  |" in out and "| copy | LSTM | 8 | 6 | 0.505 ± 0.005 (n=2) |  |" in out
+    assert "| task | variant | hidden_size | config.training.steps | val/acc | val/acc baseline | not in mean |" in out
+    assert "| copy | LSTM | 8 | 30 | 0.610 ± 0.006 (n=3) | 0.125 |  |" in out and "| copy | LSTM | 8 | 6 | 0.505 ± 0.005 (n=2) | 0.125 |  |" in out
     assert err == ""  # two code versions, but in different rows
     assert main(["table", str(tmp_path), "--by", "variant,config.training.steps", "--by", "seed"]) == 0
     shared_seed = frame(trials_of(tmp_path, SWEEP, "seeds=[0]"), trials_of(tmp_path, SWEEP, "seeds=[1]"))  # one sweep, seeds from two commits
@@ -154,7 +154,7 @@ def test_an_unknown_precision_is_one_line_naming_the_key(tmp_path):
 
 
 def test_a_plot_draws_one_curve_per_configuration_and_names_what_differs(tmp_path):
-    from raylab.aggregate import curve_label, plot_curves
+    from raylab.plots import curve_label, plot_curves
     from raylab.results import CURVES_FILE, curves_table
 
     trials = frame(trials_of(tmp_path, SWEEP), trials_of(tmp_path, SWEEP, "optimizer.lr=0.5"))
@@ -163,4 +163,4 @@ def test_a_plot_draws_one_curve_per_configuration_and_names_what_differs(tmp_pat
     write_parquet_atomic(curves_table(points), tmp_path / CURVES_FILE)
     by = table_groups(trials)
     assert by[-1] == "config.optimizer.lr" and curve_label(by, ("copy", "LSTM", 8, 0.5), 3) == "copy LSTM 8 [optimizer.lr=0.5]"
-    assert plot_curves(tmp_path, "val/acc", tmp_path / "acc.png").stat().st_size > 0
+    assert plot_curves([tmp_path], ["val/acc"], tmp_path / "acc.png").stat().st_size > 0

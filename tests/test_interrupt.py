@@ -76,7 +76,7 @@ def test_ctrl_c_says_interrupted_exits_130_and_resume_finishes(tmp_path):
     assert sorted(trials["status"]) == ["finished", "finished"] and set(trials["steps"]) == {40}
 
 
-def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, capsys):
+def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, capsys, monkeypatch):
     path = write_sweep(tmp_path, steps=4, seeds=[0, 1])
     done = subprocess.run([sys.executable, "-m", "raylab.cli", "run", str(path), "--smoke", "--num-cpus", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -85,6 +85,10 @@ def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, cap
     assert not (tmp_path / "results" / "tiny").exists()  # the real sweep's folder is untouched
     trials = pd.read_parquet(smoke_dir / "trials.parquet")
     assert list(trials["status"]) == ["finished"]
+    monkeypatch.chdir(tmp_path)  # a relative sweep folder reads Tune's state too (it once listed every trial as pending)
+    assert main(["collect", "results/tiny-smoke"]) == 0
+    assert list(pd.read_parquet(smoke_dir / "trials.parquet")["status"]) == ["finished"]
+    capsys.readouterr()
 
     # Right after the run the Parquet is fresh: no collect. A trial result written after it: the
     # table is collected again, and says so.

@@ -27,6 +27,7 @@ class EchoTask:
         self.lag, self.length, self.n_symbols = lag, length, n_symbols
         self.batch_size, self.eval_size = batch_size, eval_size
         self.input_size = self.output_size = n_symbols
+        self.baselines = {"acc": 1 / n_symbols}  # a memoryless guess; drawn dashed by `raylab plot`
         self.device = torch.device("cpu")
         self._val: list[Batch] = []
 

@@ -34,6 +34,9 @@ class Task(Protocol):
     primary_metric: str  # "split/name" that selects the best checkpoint, e.g. "val/loss"
     eval_splits: tuple[str, ...]  # evaluated at every evaluation, e.g. ("val",)
     final_splits: tuple[str, ...]  # evaluated once with the best checkpoint, e.g. ("test",)
+    # The trivial baseline the papers' figures draw dashed, per metric name without the split prefix
+    # ({"loss": 1/6} for the adding problem); empty where the papers draw none.
+    baselines: dict[str, float]
 
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         """Load or generate data onto `device`. Called once per trial, never at validation."""
@@ -60,11 +63,7 @@ class Task(Protocol):
         """Metrics on a split, keyed without a split prefix (`loss`, `acc`)."""
 
     def metric_names(self) -> tuple[str, ...]:
-        """The keys of `evaluate` (`loss` first), for `raylab ls tasks`.
-
-        A task may also define `trivial_baseline() -> {"val/loss": 0.0945}`: what a predictor
-        without memory scores, shown beside tables and plots.
-        """
+        """The keys of `evaluate` (`loss` first), for `raylab ls tasks`."""
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
