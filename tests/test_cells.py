@@ -170,3 +170,12 @@ def test_rnn_input_bias_follows_the_original_linear(name):
     assert cell.bias_ih.abs().max() > 0.9  # ±1.0, not ±1/sqrt(512) = 0.044
     narrow = CELLS[name](input_size=1, hidden_size=512, input_bias_init="hidden_size")
     assert narrow.bias_ih.abs().max() <= 512**-0.5
+
+
+def test_indrnn_input_init_normal_is_the_theano_adding_problem_law():
+    torch.manual_seed(0)
+    cell = CELLS["indrnn"](input_size=2, hidden_size=512, num_layers=2, input_init="normal")
+    weights = torch.cat([linear.weight.flatten() for linear in cell.linears])
+    assert abs(weights.std().item() - 0.001) < 5e-5 and all((linear.bias == 0).all() for linear in cell.linears)
+    wide = CELLS["indrnn"](input_size=2, hidden_size=512, num_layers=2)  # kaiming_uniform, a = 8: the PyTorch code
+    assert wide.linears[1].weight.std().item() > 0.005

@@ -13,6 +13,8 @@ from raylab.optim import tag
 Architecture = Literal["plain", "residual", "dense"]
 BatchNorm = Literal["none", "before", "after"]
 BatchNormStats = Literal["sequence", "frame"]
+# kaiming_uniform: the authors' PyTorch code (a = 8); normal: N(0, input_init_std), the Theano adding problem.
+InputInit = Literal["kaiming_uniform", "normal"]
 
 
 class FrameNorm(nn.Module):
@@ -122,8 +124,10 @@ class IndRNN(nn.Module):
     u is initialised U(0, bound) (the authors' code; U(0, 1) without a bound); with
     `last_layer_init` the last recurrence gets U((1/magnitude)^(1/T), bound), for tasks that read
     only the last step, chosen by index (the plain-net name-match bug of §1.3 is not copied).
-    Linear weights are Kaiming-uniform with a = 8 and biases 0, as in the authors' PyTorch code; u is
-    never decayed, the biases and BN parameters as the optimizer's `weight_decay_scope` says.
+    Linear weights are Kaiming-uniform with a = 8 and biases 0, as in the authors' PyTorch code
+    (`input_init: kaiming_uniform`), or N(0, `input_init_std`) (`input_init: normal`), as the Theano
+    adding-problem code (std 0.001, IndRNN reference §3.1); u is never decayed, the biases and BN
+    parameters as the optimizer's `weight_decay_scope` says.
     """
 
     def __init__(
@@ -143,8 +147,12 @@ class IndRNN(nn.Module):
         growth_rate: int = 16,
         dense_first: int = 6,
         dense_blocks: tuple[int, ...] = (8, 6, 4),
+        input_init: InputInit = "kaiming_uniform",
+        input_init_std: float = 0.001,
     ) -> None:
         super().__init__()
+        if input_init_std <= 0:
+            raise ValueError(f"input_init_std must be positive, got {input_init_std}")
         if num_layers < 1 or not 0 <= dropout < 1 or magnitude <= 1:
             raise ValueError(f"need num_layers >= 1, 0 <= dropout < 1 and magnitude > 1, got {num_layers}, {dropout}, {magnitude}")
         if timesteps is not None and timesteps < 1:
@@ -163,7 +171,10 @@ class IndRNN(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in linears)
         self.recurrences = nn.ModuleList(Recurrence(width, batch_norm, batch_norm_stats, frame_window) for width in widths)
         for linear in self.linears:
-            nn.init.kaiming_uniform_(linear.weight, a=8)
+            if input_init == "normal":
+                nn.init.normal_(linear.weight, 0.0, input_init_std)
+            else:
+                nn.init.kaiming_uniform_(linear.weight, a=8)
             nn.init.zeros_(linear.bias)  # decayed or not by the optimizer's weight_decay_scope
         for recurrence in self.recurrences:
             nn.init.uniform_(recurrence.weight_hh, 0.0, self.bound)
