@@ -61,7 +61,7 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
     assert "| copy | LSTM | 8 |" in out and "(n=2)" in out and "±" in out
     # Rows in the sweep file's order; the copy task's trivial baseline 10 ln 8 / (T + 20) at T=5 beside val/loss.
     assert out.index("| copy | RNN | 8 |") < out.index("| copy | LSTM | 8 |") < out.index("| copy | RNN-diverges | 8 |")
-    assert "| val/acc | val/loss | val/loss baseline | not in mean |" in out and "final value (at the last evaluation)" in out
+    assert "| val/acc | val/acc baseline | val/loss | val/loss baseline | not in mean |" in out and "final value (at the last evaluation)" in out
     assert "| copy | RNN-diverges | 8 | — | — | 0.8318 | 2 diverged |" in out
 
     assert main(["table", str(sweep_dir), "--metric", "val/acc", "--format", "csv"]) == 0

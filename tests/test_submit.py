@@ -169,8 +169,11 @@ def stop_head(head: subprocess.Popen, marker: str) -> None:
 def request(url: str, method: str = "GET", token: str | None = None) -> int:
     body = json.dumps({"entrypoint": "echo pwned"}).encode() if method == "POST" else None
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    # An opener of its own without proxies: urlopen's global one keeps the proxy settings of its first
+    # use in this process (another test's refusing proxy would make the head look down forever).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, method=method, headers=headers), timeout=10) as response:
+        with opener.open(urllib.request.Request(url, data=body, method=method, headers=headers), timeout=10) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
