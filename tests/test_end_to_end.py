@@ -62,11 +62,11 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
     # Rows in the sweep file's order; the copy task's trivial baseline 10 ln 8 / (T + 20) at T=5 beside val/loss.
     assert out.index("| copy | RNN | 8 |") < out.index("| copy | LSTM | 8 |") < out.index("| copy | RNN-diverges | 8 |")
     assert "| val/acc | val/acc baseline | val/loss | val/loss baseline | not in mean |" in out and "final value (at the last evaluation)" in out
-    assert "| copy | RNN-diverges | 8 | — | — | 0.8318 | 2 diverged |" in out
+    assert "| copy | RNN-diverges | 8 | — | 0.125 | — | 0.8318 | 2 diverged |" in out
 
     assert main(["table", str(sweep_dir), "--metric", "val/acc", "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
-    assert csv[0] == "task,variant,hidden_size,val/acc.mean,val/acc.sem,val/acc.n,diverged,errored,unfinished,pending"
+    assert csv[0] == "task,variant,hidden_size,val/acc.mean,val/acc.sem,val/acc.n,val/acc.baseline,diverged,errored,unfinished,pending"
 
     assert main(["plot", str(sweep_dir), "--metric", "val/loss", "--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"

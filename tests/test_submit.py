@@ -287,7 +287,7 @@ def test_submit_with_the_token_runs_the_sweep_to_the_end(token_head, no_token, c
     assert main(["status", job_id, "--address", address, "--token-file", str(token_file)]) == 0
     assert capsys.readouterr().out.startswith(f"{job_id}: SUCCEEDED")
     assert main(["logs", job_id, "--follow", "--address", address, "--token-file", str(token_file)]) == 0
-    assert "trials of sweep 'smoke'" in capsys.readouterr().out
+    assert "trials of sweep 'smoke-smoke'" in capsys.readouterr().out
 
 
 @pytest.mark.ray
