@@ -263,6 +263,8 @@ def newer_than_trials_file(location: str | Path) -> str | None:
         relative = PurePosixPath(info.path).relative_to(root)
         if relative.name in (TRIALS_FILE, CURVES_FILE) or any(part.startswith("checkpoint_") for part in relative.parts):
             continue
+        if len(relative.parts) == 1 and info.type == pafs.FileType.File:
+            continue  # a file beside the runs (a figure of the `plot:` section) is not a result
         if info.mtime_ns is not None and written is not None and info.mtime_ns > written:
             return storage.join(location, *relative.parts)
     return None
