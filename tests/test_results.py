@@ -71,3 +71,22 @@ def test_collect_on_a_folder_without_experiments_is_a_clear_error(tmp_path):
         results.collect(tmp_path)
     with pytest.raises(results.ResultsError, match="no such experiment directory"):
         results.collect(tmp_path / "missing")
+
+
+def test_a_figure_beside_the_runs_does_not_make_the_parquet_stale_but_a_result_does(tmp_path):
+    import os
+
+    from raylab.results import TRIALS_FILE, newer_than_trials_file
+
+    run = tmp_path / "run-1" / "trial-0"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{}")
+    (tmp_path / TRIALS_FILE).write_bytes(b"")
+    past = (tmp_path / TRIALS_FILE).stat().st_mtime - 10
+    for path in (run / "result.json", run, run.parent):
+        os.utime(path, (past, past))
+    assert newer_than_trials_file(tmp_path) is None
+    (tmp_path / "val_loss.png").write_bytes(b"png")  # a `plot:` figure, drawn after the collect
+    assert newer_than_trials_file(tmp_path) is None
+    os.utime(run / "result.json", (past + 20, past + 20))
+    assert newer_than_trials_file(tmp_path) == str(run / "result.json")
