@@ -100,7 +100,7 @@ def test_smoke_run_folder_stale_parquet_and_an_unreadable_manifest(tmp_path, cap
         os.utime(collected, (earlier, earlier))
     assert main(["table", str(smoke_dir)]) == 0
     captured = capsys.readouterr()
-    assert f"raylab: {result.parent.parent}/" in captured.err and "changed after the last collect; collecting again" in captured.err
+    assert f"raylab: {result.parent.parent}" in captured.err and "changed after the last collect; collecting again" in captured.err
     assert main(["table", str(smoke_dir)]) == 0  # fresh now: no second collect
     assert "collecting again" not in capsys.readouterr().err
 
