@@ -12,6 +12,7 @@ scheduler stopped early are counted in their own `stopped early` column.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,6 +114,20 @@ def summarize(trials: pd.DataFrame, by: Sequence[str] = DEFAULT_GROUP, metrics: 
     return pd.DataFrame(rows)
 
 
+def task_spec_of(trial: pd.Series) -> dict:
+    """The task spec of a trials.parquet row (its `config.task.*` columns): other tasks' options
+    (NaN) left out, lists decoded from JSON, integers that Parquet widened to float made int again."""
+    spec = {}
+    for column, value in trial.items():
+        if not str(column).startswith("config.task.") or value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, str) and value.startswith("["):
+            value = json.loads(value)
+        spec[str(column).removeprefix("config.task.")] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return spec
+
+
 def baselines_of(trial: pd.Series) -> dict[str, float]:
     """The task's trivial `baselines` (keyed without the split: `loss`, `acc`) for a trials.parquet
     row (its `config.task.*` columns), or {}."""
@@ -120,12 +135,8 @@ def baselines_of(trial: pd.Series) -> dict[str, float]:
     from raylab.tasks import TASKS
     from raylab.typecheck import ConfigError
 
-    prefix = "config.task."
-    spec = {k[len(prefix):]: v.item() if isinstance(v, np.generic) else v for k, v in trial.items() if k.startswith(prefix)}
-    spec = {k: v for k, v in spec.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}  # other tasks' options
-    spec = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in spec.items()}  # Parquet widens int columns shared with NaN
     try:
-        task = build(TASKS, spec, "task")
+        task = build(TASKS, task_spec_of(trial), "task")
     except (ConfigError, KeyError):
         return {}  # a task renamed or removed since the trial ran: no baseline rather than a wrong one
     return dict(getattr(task, "baselines", {}))

@@ -11,8 +11,6 @@ dashed, as in the papers' figures. The file type follows the extension: .png, .s
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raylab import storage
-from raylab.aggregate import default_group, group_label, load_curves, load_trials, table_groups
+from raylab.aggregate import default_group, group_label, load_curves, load_trials, table_groups, task_spec_of
 from raylab.config import FIGURE_FORMATS, PlotSpec
 from raylab.identity import check_one_configuration
 from raylab.results import ResultsError
@@ -50,24 +48,12 @@ def experiment_label(path: str | Path) -> str:
     return Path(str(path).rstrip("/")).name
 
 
-def task_options(trial: pd.Series) -> dict:
-    """The task spec of a trials.parquet row (the `config.task.*` columns), lists decoded from JSON."""
-    spec = {}
-    for column, value in trial.items():
-        if not str(column).startswith("config.task.") or value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if isinstance(value, str) and value.startswith("["):
-            value = json.loads(value)
-        spec[str(column).removeprefix("config.task.")] = value.item() if isinstance(value, np.generic) else value
-    return spec
-
-
 def build_task(trial: pd.Series):
     """The trial's task object, constructed only (no data is read): for its baselines and epoch length."""
     from raylab.registry import build
     from raylab.tasks import TASKS
 
-    return build(TASKS, task_options(trial), "task")
+    return build(TASKS, task_spec_of(trial), "task")
 
 
 def band(points: pd.DataFrame, x: str, average: Average) -> Band:
