@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import torch
-
 from raylab.typecheck import ConfigError
 
 Rounding = Literal["floor", "nearest"]
@@ -28,11 +26,11 @@ MAX_HIDDEN = 1 << 16  # no budget in the seeds comes near this
 
 def model_counter(task: Any, cell_spec: Any, where: str = "cell") -> Callable[[int], int | None]:
     """count(N): free parameters of the task's model with hidden size N, or None if the cell rejects N."""
-    from raylab.model import build_model, count_parameters  # the model module imports the cell registry
+    from raylab.model import build_model, count_parameters, on_meta_device  # the model module imports the cell registry
 
     def count(hidden_size: int) -> int | None:
         try:
-            with torch.device("meta"):
+            with on_meta_device():
                 return count_parameters(build_model(task, cell_spec, hidden_size, where))
         except ConfigError:
             return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
 from raylab.registry import build, check_options, lookup, split_spec
@@ -69,6 +72,33 @@ def check_user_cell(factory: Any, name: str, where: str) -> None:
 def build_model(task: Task, cell_spec: Any, hidden_size: int, where: str = "cell") -> SequenceModel:
     cell = build_cell(cell_spec, task.input_size, hidden_size, where)
     return SequenceModel(task.encoder(), cell, task.readout(hidden_size), task.readout_mode)
+
+
+class _NoRandomFillOnMeta(TorchFunctionMode):
+    """Skip random fills of meta tensors, which hold no values anyway.
+
+    PyTorch runs `normal_` on a meta tensor through its Python reference implementation, whose first
+    call imports torch._dynamo: 1.2 to 1.9 s of every `raylab run` on 2 cores, spent on values that
+    do not exist (benchmarks/sweep.py). Fills with a meta kernel (`uniform_`, `zero_`) run as usual.
+    """
+
+    # nn.init.normal_ dispatches as a function of its own; xavier_normal_ and kaiming_normal_ reach Tensor.normal_.
+    RANDOM_FILLS = frozenset({nn.init.normal_, Tensor.normal_, Tensor.log_normal_, Tensor.exponential_, Tensor.cauchy_, Tensor.geometric_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - PyTorch's signature
+        kwargs = kwargs or {}
+        if func in self.RANDOM_FILLS:
+            filled = args[0] if args else kwargs.get("tensor", kwargs.get("self"))  # nn.init passes it by keyword
+            if isinstance(filled, Tensor) and filled.is_meta:
+                return filled
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def on_meta_device() -> Iterator[None]:
+    """Build modules on the meta device (shapes only: no memory, no initialisation), to count parameters."""
+    with torch.device("meta"), _NoRandomFillOnMeta():
+        yield
 
 
 def count_parameters(model: nn.Module) -> int:

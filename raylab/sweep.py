@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from raylab.budget import model_counter, solve_hidden_size
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
 from raylab.checks import (
@@ -40,7 +38,7 @@ from raylab.config import (
     parse_sweep,
     read_sweep_file,
 )
-from raylab.model import build_model, check_cell_spec, count_parameters
+from raylab.model import build_model, check_cell_spec, count_parameters, on_meta_device
 from raylab.registry import build, check_options, with_defaults
 from raylab.space import resolve_grid
 from raylab.tasks import TASKS
@@ -158,7 +156,7 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         optimizer = merged_optimizer(spec, index)
         for hidden_size, budget in sized_grid(spec, variant, task, cell_spec, where):
             check_hidden_size(hidden_size, where)
-            with torch.device("meta"):  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
+            with on_meta_device():  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
                 n_params = count_parameters(build_model(task, cell_spec, hidden_size, where))
             check_model_size(n_params, hidden_size, where)
             for seed in spec.seeds:

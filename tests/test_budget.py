@@ -8,7 +8,7 @@ from torch import nn
 
 from raylab.budget import model_counter, solve_hidden_size
 from raylab.config import ConfigError, parse_sweep
-from raylab.model import SequenceModel, build_cell, build_model, check_cell_spec, count_parameters
+from raylab.model import SequenceModel, build_cell, build_model, check_cell_spec, count_parameters, on_meta_device
 from raylab.sweep import resolve_trials
 from raylab.tasks import TASKS
 
@@ -18,7 +18,7 @@ PTB = TASKS["ptb"](level="char")  # embedding 200, vocabulary 50; no data is rea
 
 
 def count(task, cell: dict, hidden_size: int) -> int:
-    with torch.device("meta"):
+    with on_meta_device():
         return count_parameters(build_model(task, check_cell_spec(cell), hidden_size))
 
 
@@ -47,10 +47,41 @@ def test_section_9_counts(task, cell, hidden_size, expected):
     assert count(task, {"name": "rnn_orth"}, hidden_size) == count(task, {"name": "rnn"}, hidden_size)
 
 
-def test_counts_are_the_same_on_cpu_and_meta():
-    with torch.device("cpu"):
-        built = count_parameters(build_model(COPY, check_cell_spec({"name": "nnrnn"}), 16))
-    assert built == count(COPY, {"name": "nnrnn"}, 16)
+CELL_SPECS = [
+    {"name": "rnn"}, {"name": "rnn_orth"}, {"name": "eurnn"}, {"name": "exprnn"}, {"name": "nnrnn"}, {"name": "lstm"},
+    {"name": "indrnn", "num_layers": 2, "input_init": "normal"}, {"name": "indrnn", "architecture": "residual", "num_layers": 3},
+]
+
+
+@pytest.mark.parametrize("cell", CELL_SPECS, ids=["-".join(map(str, c.values())) for c in CELL_SPECS])
+def test_counts_are_the_same_on_cpu_and_meta(cell):
+    built = count_parameters(build_model(COPY, check_cell_spec(cell), 16))
+    assert built == count(COPY, cell, 16)
+
+
+def test_meta_builds_skip_random_fills_only_on_meta_tensors():
+    with on_meta_device():
+        model = build_model(COPY, check_cell_spec({"name": "lstm"}), 8)
+        on_cpu = torch.zeros(3, device="cpu").normal_()
+    assert all(p.is_meta for p in model.parameters())
+    assert bool((on_cpu != 0).all())  # a real tensor is still filled
+
+
+def test_validation_does_not_import_torch_dynamo():
+    """Random fills of meta tensors would import torch._dynamo (1-2 s of every `raylab run`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, glob\n"
+        "from raylab.sweep import load_sweep\n"
+        "for path in sorted(glob.glob('jobs/*.yaml')): load_sweep(path)\n"
+        "assert 'torch._dynamo' not in sys.modules, 'validation imported torch._dynamo'\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_nnrnn_paper_mask_has_n_over_2_fewer_parameters():
