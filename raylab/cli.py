@@ -8,6 +8,7 @@ interrupted (Ctrl-C), with the `raylab resume` command that continues. See docs/
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,10 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
-    from raylab import rerun, runner
+    from raylab import rerun
     from raylab.provenance import code_version, provenance
 
-    sweep_dir = runner.sweep_directory(sweep)
+    sweep_dir = rerun.sweep_directory(sweep)
     # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
     # interrupted from its checkpoints, start the rest (raylab/rerun.py).
     if args.smoke:
@@ -74,7 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line, flush=True)
     print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
     if plan.continued or plan.new:
-        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
+        from raylab.raystart import start_ray_importing
+
+        start_ray_importing("raylab.runner", address=args.address, num_cpus=args.num_cpus, data_dir=data_dir)
+        from raylab import runner
+
         runner.check_cluster_resources(sweep, attached=bool(args.address))
         runner.check_storage_shared(sweep)
         try:
@@ -498,5 +503,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console() -> None:
+    """The `raylab` command: `main()`, then Ray stopped explicitly and a prompt exit.
+
+    Once torch, Tune and a Ray driver are loaded, the interpreter's own finalization (module
+    teardown, Ray's core-worker destructor) takes about a second and does nothing raylab needs:
+    every result file is closed by then, and the streams and log handlers are flushed here.
+    """
+    code = main()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

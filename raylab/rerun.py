@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raylab import storage
 from raylab.results import MANIFEST, collect_run, finished_searches
+
+if TYPE_CHECKING:
+    from raylab.sweep import Sweep
 
 UNFINISHED = ("unfinished", "pending")
 DONE = ("finished", "diverged", "stopped")  # stopped: by a search's scheduler, an outcome too
@@ -42,6 +46,12 @@ class EarlierRun:
     restorable: bool  # Tune saved its experiment state: `Tuner.restore` can continue it
     status: dict[str, str]  # config_hash -> status of the trial in this run
     code: dict[str, str] = field(default_factory=dict)  # config_hash -> code_version that computed it (docs/identity.md)
+
+
+def sweep_directory(sweep: Sweep) -> str:
+    """`<storage>/<sweep name>` (a local path or a URI): every run of one sweep lives here, each in
+    its own `run-*`."""
+    return storage.join(storage.absolute(sweep.spec.storage), sweep.spec.name)
 
 
 def earlier_runs(sweep_location: str) -> list[EarlierRun]:

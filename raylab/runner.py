@@ -37,9 +37,10 @@ from raylab import storage  # noqa: E402
 from raylab.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results import MANIFEST, last_line, reached_budget, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
-from raylab.trainable import DATA_DIR_ENV, train  # noqa: E402
+from raylab.raystart import start_ray  # noqa: E402, F401 - callers start Ray through the runner too
+from raylab.rerun import sweep_directory  # noqa: E402
+from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
-from raylab.userimport import worker_pythonpath  # noqa: E402
 
 CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 quiet_ray_logs()
@@ -76,31 +77,6 @@ def saved_tally(run_dir: str) -> str:
     return f"{finished} of {len(statuses)} trials finished, {len(statuses) - finished} not finished"
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, data_dir: str | None = None) -> None:
-    """Attach to a cluster at `address`, or start the embedded local Ray (the default).
-
-    `data_dir` (from --data-dir) reaches every trial of this driver, restored ones included, whose
-    stored configs may name another machine's data folder.
-    """
-    if ray.is_initialized():
-        return
-    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if data_dir:
-        options["runtime_env"] = {"env_vars": {DATA_DIR_ENV: data_dir}}
-    if address:
-        ray.init(address=address, **options)
-    else:
-        # Workers inherit the driver's environment: cells and tasks named by import path are found
-        # from the working directory too (raylab.userimport).
-        os.environ["PYTHONPATH"] = worker_pythonpath()
-        # address="local": a new instance, never the cluster a `ray start` on this machine left in
-        # /tmp/ray/ray_current_cluster, which ray.init() would otherwise attach to.
-        # The workers Ray starts with it import the trainable (torch, Tune, raylab) at once, while the
-        # driver is still setting the sweep up, instead of when the first trial is handed to them.
-        preload = {"preload_python_modules": [train.__module__]}
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _system_config=preload, **options)
-
-
 def check_cluster_resources(sweep: Sweep, attached: bool) -> None:
     """Fail before scheduling anything when no node could ever run a trial.
 
@@ -122,12 +98,6 @@ def check_cluster_resources(sweep: Sweep, attached: bool) -> None:
         raise ConfigError(f"{sweep.path}: {problems[0]}")
     for problem in problems:
         print(f"raylab: warning: {problem} now; trials wait until the autoscaler adds nodes", file=sys.stderr, flush=True)
-
-
-def sweep_directory(sweep: Sweep) -> str:
-    """`<storage>/<sweep name>` (a local path or a URI): every run of one sweep lives here, each in
-    its own `run-*`."""
-    return storage.join(storage.absolute(sweep.spec.storage), sweep.spec.name)
 
 
 def trial_dirname(trial: Any) -> str:

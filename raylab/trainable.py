@@ -9,9 +9,9 @@ from typing import Any
 from ray import tune
 
 from raylab.process_state import reset_process_state  # read a fresh process's settings, before any trial
+from raylab.raystart import DATA_DIR_ENV
 
 CHECKPOINT_FILE = "state.pt"
-DATA_DIR_ENV = "RAYLAB_DATA_DIR"  # set by `raylab run/resume --data-dir`: wins over the data folder stored in the config
 
 
 def train(config: dict[str, Any]) -> None:
