@@ -5,13 +5,15 @@ For each N in `--trials`, `raylab run` (a fresh driver process, as a user runs i
 Ray with `--num-cpus` CPUs) runs N two-step copy-task trials of a 8-unit RNN, and the same N trials
 run through `training.run_trial` in one process without Ray. A least-squares line through the
 median wall times gives the fixed cost of a `raylab run` (intercept) and the marginal cost of one
-more trial (slope); the marginal Ray cost is the slope minus the direct per-trial time.
+more trial (slope); the marginal Ray cost is the slope minus the direct per-trial time. Beside them,
+the same N trials as plain Ray Tune trainables (BARE_TUNE) give the floor that Ray's start and stop,
+Tune's trial actors and PyTorch's imports put under any such runner; raylab's own cost is the rest.
 
     python benchmarks/sweep.py --json benchmarks/results/sweep-cpu.json --markdown benchmarks/results/sweep-cpu.md
     python benchmarks/sweep.py --trials 2,20 --repeats 1        # a quick look
     python benchmarks/sweep.py --repo /path/to/other/checkout   # the same figures for another version
 
-No Ray is imported here: both sides run in child processes, with `--repo`'s code first on the path.
+No Ray is imported here: every side runs in a child process, with `--repo`'s code first on the path.
 """
 
 from __future__ import annotations
@@ -65,6 +67,54 @@ print(json.dumps({"setup_s": loaded - start, "trials_s": done - loaded, "trials_
 """
 
 
+# The floor under any Ray Tune runner of PyTorch trials, measured beside raylab: the same N trials as
+# plain Tune function trainables (an 8-unit RNN and its readout, RMSprop, two steps, one report),
+# the embedded Ray started and stopped as `raylab run` does, worker processes reused, and nothing of
+# raylab (no validation, checkpoints, Parquet or table). Its lines mark the same phases.
+BARE_TUNE = """
+import logging, os, sys, tempfile
+import ray, torch
+from ray import tune
+
+def trial(config):
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(1)
+    rnn, readout = torch.nn.RNN(1, 8, batch_first=True), torch.nn.Linear(8, 1)
+    optimizer = torch.optim.RMSprop([*rnn.parameters(), *readout.parameters()], lr=1e-3)
+    for _ in range(2):
+        inputs = torch.randn(4, 10, 1)
+        loss = readout(rnn(inputs)[0][:, -1]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tune.report({"loss": loss.item()})
+
+class FirstResult(tune.Callback):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        print("tune-floor: result", flush=True)
+
+ray.init(address="local", num_cpus=int(sys.argv[2]), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+print("tune-floor: Tune starts", flush=True)
+with tempfile.TemporaryDirectory() as storage:
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 1}),
+        param_space={"seed": tune.grid_search(list(range(int(sys.argv[1]))))},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[FirstResult()]),
+    )
+    tuner.fit()
+    print("tune-floor: Tune ends", flush=True)
+ray.shutdown()
+sys.stdout.flush()
+os._exit(0)
+"""
+FLOOR_PHASE_LINES = {
+    "tune_start_s": re.compile(r"^tune-floor: Tune starts"),
+    "first_progress_s": re.compile(r"^tune-floor: result"),
+    "tune_end_s": re.compile(r"^tune-floor: Tune ends"),
+}
+
+
 def write_sweep(directory: Path, n_trials: int) -> Path:
     """A sweep file of `n_trials` seeds, storing into `directory` (JSON is YAML)."""
     path = directory / f"sweep-{n_trials}.yaml"
@@ -81,28 +131,37 @@ def environment(repo: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def time_raylab_run(repo: Path, sweep_file: Path, num_cpus: int) -> dict:
-    """One `raylab run` in a fresh process: wall time, time to the first progress line, CPU time."""
+def time_phases(command: list[str], phase_lines: dict[str, re.Pattern], env: dict[str, str], cwd: Path) -> dict:
+    """Run `command` in a fresh process: wall time, when each phase line first (or last) appeared, CPU time."""
     cpu_before = child_cpu_s()
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "raylab.cli", "run", str(sweep_file), "--num-cpus", str(num_cpus)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment(repo), cwd=sweep_file.parent,
-    )
-    phases: dict[str, float | None] = dict.fromkeys(PHASE_LINES)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    phases: dict[str, float | None] = dict.fromkeys(phase_lines)
     lines = []
     for line in process.stdout:
         lines.append(line)
-        for phase, pattern in PHASE_LINES.items():
+        for phase, pattern in phase_lines.items():
             if (phases[phase] is None or phase in LAST_MATCH_WINS) and pattern.match(line):
                 phases[phase] = time.perf_counter() - start
     process.wait()
     wall = time.perf_counter() - start
     if process.returncode != 0:
-        raise RuntimeError(f"raylab run exited {process.returncode}:\n{''.join(lines[-30:])}")
+        raise RuntimeError(f"{' '.join(command[:4])} exited {process.returncode}:\n{''.join(lines[-30:])}")
     # Processes the driver started and reaped (Ray's own services, and the workers their parents
     # reaped); a worker killed without being waited for is missing, so this is a lower bound.
     return {"wall_s": wall, **phases, "cpu_s": child_cpu_s() - cpu_before}
+
+
+def time_raylab_run(repo: Path, sweep_file: Path, num_cpus: int) -> dict:
+    """One `raylab run` in a fresh process, as a user runs it."""
+    command = [sys.executable, "-m", "raylab.cli", "run", str(sweep_file), "--num-cpus", str(num_cpus)]
+    return time_phases(command, PHASE_LINES, environment(repo), sweep_file.parent)
+
+
+def time_bare_tune(n_trials: int, num_cpus: int, directory: Path) -> dict:
+    """The same N trials as plain Ray Tune trainables in a fresh process (BARE_TUNE): the floor."""
+    command = [sys.executable, "-c", BARE_TUNE, str(n_trials), str(num_cpus)]
+    return time_phases(command, FLOOR_PHASE_LINES, dict(os.environ), directory)
 
 
 def time_direct(repo: Path, sweep_file: Path) -> dict:
@@ -135,12 +194,16 @@ def measure(repo: Path, counts: list[int], repeats: int, num_cpus: int) -> dict:
                 directory.mkdir()
                 sweep_file = write_sweep(directory, n)
                 run = time_raylab_run(repo, sweep_file, num_cpus)
+                floor = time_bare_tune(n, num_cpus, directory)
                 direct = time_direct(repo, sweep_file)
-                record = {"n_trials": n, "repeat": repeat, **run, **{f"direct_{k}": v for k, v in direct.items()}}
+                record = {"n_trials": n, "repeat": repeat, **run, **{f"floor_{k}": v for k, v in floor.items()}, **{f"direct_{k}": v for k, v in direct.items()}}
                 records.append(record)
                 print(f"N={n:<4} run {run['wall_s']:6.2f}s  Tune start {run['tune_start_s'] or float('nan'):5.2f}s  first progress {run['first_progress_s'] or float('nan'):5.2f}s  "
-                      f"cpu {run['cpu_s']:6.2f}s  direct {direct['trials_s']:.3f}s", flush=True)
+                      f"cpu {run['cpu_s']:6.2f}s  | bare Tune {floor['wall_s']:6.2f}s, first result {floor['first_progress_s'] or float('nan'):5.2f}s  | direct {direct['trials_s']:.3f}s", flush=True)
     return summarize(records, counts, num_cpus)
+
+
+FLOOR_KEYS = ("floor_wall_s", "floor_tune_start_s", "floor_first_progress_s", "floor_tune_end_s")
 
 
 def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
@@ -149,7 +212,7 @@ def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
         return statistics.median(values) if values else None
 
     per_n = [
-        {"n_trials": n, **{key: median(n, key) for key in ("wall_s", *PHASE_LINES, "cpu_s", "direct_trials_s", "direct_trials_cpu_s")}}
+        {"n_trials": n, **{key: median(n, key) for key in ("wall_s", *PHASE_LINES, "cpu_s", *FLOOR_KEYS, "direct_trials_s", "direct_trials_cpu_s")}}
         for n in counts
     ]
     for row in per_n:
@@ -159,9 +222,13 @@ def summarize(records: list[dict], counts: list[int], num_cpus: int) -> dict:
     # The trial's own cost is a slope too: the first trial of a process pays one-off warm-ups.
     _, direct_per_trial = fit_line([r["n_trials"] for r in per_n], [r["direct_trials_s"] for r in per_n])
     _, direct_cpu_per_trial = fit_line([r["n_trials"] for r in per_n], [r["direct_trials_cpu_s"] for r in per_n])
+    with_floor = [r for r in per_n if r.get("floor_wall_s") is not None]  # JSON files from before the floor was measured lack it
+    floor_intercept, floor_slope = fit_line([r["n_trials"] for r in with_floor], [r["floor_wall_s"] for r in with_floor]) if len(with_floor) > 1 else (None, None)
     return {
         "num_cpus": num_cpus,
         "per_n": per_n,
+        "floor_fixed_s": floor_intercept,  # the same, for plain Ray Tune with the same trials (BARE_TUNE)
+        "floor_marginal_wall_s": floor_slope,
         "fixed_s": intercept,  # wall seconds of a `raylab run` with no trial in it
         "marginal_wall_s": slope,  # wall seconds per extra trial, num_cpus trials in parallel
         "marginal_core_s": slope * num_cpus,  # the machine's capacity one more trial takes
@@ -179,8 +246,8 @@ def markdown(summary: dict, header: str) -> str:
     lines = [
         header,
         "",
-        "| trials | wall s | Tune starts at s | first progress s | Tune ends at s | trials / min | CPU s (reaped) | direct s (all trials) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trials | wall s | Tune starts at s | first progress s | Tune ends at s | trials / min | CPU s (reaped) | bare Tune: wall s | bare Tune: first result s | direct s (all trials) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
@@ -188,7 +255,7 @@ def markdown(summary: dict, header: str) -> str:
     for r in summary["per_n"]:
         lines.append(
             f"| {r['n_trials']} | {seconds(r['wall_s'])} | {seconds(r['tune_start_s'])} | {seconds(r['first_progress_s'])} | {seconds(r['tune_end_s'])} | "
-            f"{r['trials_per_minute']:.0f} | {seconds(r['cpu_s'])} | {r['direct_trials_s']:.3f} |"
+            f"{r['trials_per_minute']:.0f} | {seconds(r['cpu_s'])} | {seconds(r.get('floor_wall_s'))} | {seconds(r.get('floor_first_progress_s'))} | {r['direct_trials_s']:.3f} |"
         )
     lines += [
         "",
@@ -198,6 +265,11 @@ def markdown(summary: dict, header: str) -> str:
         f"- the trial itself (direct, one process; slope): {summary['direct_per_trial_s']:.4f} s wall, {summary['direct_per_trial_cpu_s']:.4f} s CPU",
         f"- marginal Ray cost per trial: {summary['marginal_ray_core_s']:.3f} core-s from wall time, {summary['marginal_ray_cpu_s']:.3f} s from CPU time",
     ]
+    if summary.get("floor_fixed_s") is not None:
+        lines.append(
+            f"- bare Tune, the same trials (the floor): fixed {summary['floor_fixed_s']:.2f} s, marginal {summary['floor_marginal_wall_s']:.3f} s wall per trial; "
+            f"raylab's own fixed cost on top: {summary['fixed_s'] - summary['floor_fixed_s']:.2f} s"
+        )
     return "\n".join(lines) + "\n"
 
 
