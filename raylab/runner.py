@@ -1,7 +1,7 @@
 """Ray layer: start or attach to Ray, turn a resolved sweep into a Tuner, show progress.
 
-The only module (with `trainable.py`) that imports Ray: cells, tasks and the training loop run
-without it, e.g. on a GPU machine that has PyTorch but no Ray.
+With `raystart.py` (starting Ray) and `trainable.py`, the only module that imports Ray: cells,
+tasks and the training loop run without it, e.g. on a GPU machine that has PyTorch but no Ray.
 """
 
 from __future__ import annotations
@@ -18,16 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# Before Ray is imported: ProgressPrinter replaces Tune's console output (experiment banner, trial
-# tables, per-checkpoint sync warnings), so that a sweep prints one line per event.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Tune's default loggers write progress.csv and TensorBoard events for every trial (and import
-# tensorboardX in the driver); raylab reads result.json only, so the JSON logger is kept, and the
-# TensorBoard one only where the `tensorboard` extra is installed (see logger_callbacks).
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# A searched sweep's scheduler reads the primary metric, which the test-split and divergence reports lack.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# raylab.raystart sets Tune's environment (it must be in place before Tune is imported).
+from raylab.raystart import start_ray  # noqa: F401 - callers start Ray through the runner too
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -37,7 +29,6 @@ from raylab import storage  # noqa: E402
 from raylab.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results import MANIFEST, last_line, reached_budget, tune_trials  # noqa: E402
 from raylab.sweep import Sweep, trial_name  # noqa: E402
-from raylab.raystart import start_ray  # noqa: E402, F401 - callers start Ray through the runner too
 from raylab.rerun import sweep_directory  # noqa: E402
 from raylab.trainable import train  # noqa: E402
 from raylab.typecheck import ConfigError  # noqa: E402
