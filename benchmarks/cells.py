@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from raylab.cells import CELLS
-from raylab.config import OptimizerSpec
-from raylab.optim import build_optimizer
+from raylab.spec.config import OptimizerSpec
+from raylab.networks.optim import build_optimizer
 
 
 @dataclass(frozen=True)

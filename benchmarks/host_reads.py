@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import torch
 
-from raylab.training import run_trial
+from raylab.training.loop import run_trial
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__")
 STEPS = 50  # k: the difference of a 2k- and a k-step run

@@ -54,8 +54,8 @@ LAST_MATCH_WINS = {"tune_end_s"}
 DIRECT = """
 import json, sys, time
 start = time.perf_counter()
-from raylab.sweep import load_sweep
-from raylab.training import run_trial
+from raylab.planning.sweep import load_sweep
+from raylab.training.loop import run_trial
 import torch
 torch.set_num_threads(1)  # what a 1-CPU trial gets
 sweep = load_sweep(sys.argv[1])

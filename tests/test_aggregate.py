@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from raylab.aggregate import format_value, mean_sem, render, summarize
+from raylab.results.aggregate import format_value, mean_sem, render, summarize
 
 
 def trials_frame() -> pd.DataFrame:
@@ -60,7 +60,7 @@ def test_formats():
 
 
 def test_unknown_group_or_metric_is_a_one_line_error():
-    from raylab.results import ResultsError
+    from raylab.results.collect import ResultsError
 
     with pytest.raises(ResultsError, match="--by: no column 'colour'"):
         summarize(trials_frame(), by=["colour"])

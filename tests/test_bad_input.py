@@ -187,8 +187,8 @@ def test_missing_data_with_downloads_off_is_found_on_the_driver(tmp_path, capsys
 
 def test_missing_data_on_an_attached_clusters_driver_is_a_warning(tmp_path, capsys):
     """The trials run on other nodes, which may have the data that the driver's machine lacks."""
-    from raylab.cli import check_storage_and_data
-    from raylab.sweep import load_sweep
+    from raylab.cli.run import check_storage_and_data
+    from raylab.planning.sweep import load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_text(sweep_text(task={"name": "mnist", "download": False, "data_dir": str(tmp_path / "no-data")}, storage=str(tmp_path / "results")))
@@ -210,7 +210,7 @@ def test_corrupt_data_file_is_found_on_the_driver(tmp_path, capsys, shared_data)
 
 def test_failed_download_names_the_folder_and_leaves_no_empty_folders(tmp_path, monkeypatch):
     """No network here: a proxy that refuses connections makes every mirror fail at once."""
-    from raylab.data import DataError
+    from raylab.tasks.data import DataError
     from raylab.tasks.mnist import load_mnist
 
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
@@ -223,8 +223,8 @@ def test_failed_download_names_the_folder_and_leaves_no_empty_folders(tmp_path, 
 
 
 def test_smoke_runs_get_their_own_folder(tmp_path):
-    from raylab.runner import sweep_directory
-    from raylab.sweep import load_sweep
+    from raylab.execution.runner import sweep_directory
+    from raylab.planning.sweep import load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_text(sweep_text(storage=str(tmp_path / "results")))
@@ -279,7 +279,7 @@ def test_results_tool_arguments(tmp_path, capsys):
 
 def test_an_integer_beyond_64_bits_is_stored_as_text_not_a_crash():
     """Folders written before the seed rule may hold such seeds; collecting them must still work."""
-    from raylab.results import arrow_table
+    from raylab.results.collect import arrow_table
 
     table = arrow_table([{"seed": 2**70, "x": 1}, {"seed": 3, "x": 2}])
     assert table.column("seed").to_pylist() == [str(2**70), "3"]

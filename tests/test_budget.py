@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from raylab.budget import model_counter, solve_hidden_size
-from raylab.config import ConfigError, parse_sweep
-from raylab.model import SequenceModel, build_cell, build_model, check_cell_spec, count_parameters, on_meta_device
-from raylab.sweep import resolve_trials
+from raylab.networks.budget import model_counter, solve_hidden_size
+from raylab.spec.config import ConfigError, parse_sweep
+from raylab.networks.model import SequenceModel, build_cell, build_model, check_cell_spec, count_parameters, on_meta_device
+from raylab.planning.trials import resolve_trials
 from raylab.tasks import TASKS
 
 COPY = TASKS["copy"](onehot=True)  # n_in 10, n_out 9
@@ -75,7 +75,7 @@ def test_validation_does_not_import_torch_dynamo():
 
     code = (
         "import sys, glob\n"
-        "from raylab.sweep import load_sweep\n"
+        "from raylab.planning.sweep import load_sweep\n"
         "for path in sorted(glob.glob('jobs/*.yaml')): load_sweep(path)\n"
         "assert 'torch._dynamo' not in sys.modules, 'validation imported torch._dynamo'\n"
     )

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from raylab.cells import CELLS
-from raylab.config import ConfigError, OptimizerSpec
-from raylab.model import build_cell, check_cell_spec
-from raylab.optim import build_optimizer
-from raylab.training import run_trial
+from raylab.spec.config import ConfigError, OptimizerSpec
+from raylab.networks.model import build_cell, check_cell_spec
+from raylab.networks.optim import build_optimizer
+from raylab.training.loop import run_trial
 
 # Every cell, and every option that changes the computation.
 VARIANTS = [

@@ -11,8 +11,8 @@ from raylab.cells import EURNN, NNRNN, ExpRNN, IndRNN, RNNOrth
 from raylab.cells.eurnn import tunable_layer
 from raylab.cells.orthogonal import SkewExp, cayley_skew, henaff_skew, orthogonal_from_upper, random_orth_skew, skew_from_upper, upper_mask
 from raylab.cells.recurrence import IndRecurrence, ModReluRecurrence
-from raylab.config import OptimizerSpec
-from raylab.optim import build_optimizer
+from raylab.spec.config import OptimizerSpec
+from raylab.networks.optim import build_optimizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

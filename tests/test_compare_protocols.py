@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from raylab.cli import main
-from raylab.published import load_published, paper_table, protocol_legend, shipped_tables
-from raylab.results import ResultsError
+from raylab.results.published import load_published, paper_table, protocol_legend, shipped_tables
+from raylab.results.collect import ResultsError
 
 MNIST = pd.DataFrame(
     [{"status": "finished", "experiment": "indrnn-mnist", "variant": "IndRNN (6 layers)", "config.task.permute": p, "final/test/acc": a} for p, a in ((False, 0.99), (False, 0.98), (True, 0.96), (True, 0.95))]

@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from raylab.cli import main
-from raylab.config import ConfigError
-from raylab.sweep import config_hash, load_sweep
+from raylab.spec.config import ConfigError
+from raylab.planning.sweep import load_sweep
+from raylab.planning.trials import config_hash
 
 GOOD = {
     "name": "tiny",

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from raylab import resume
-from raylab.training import FINITE_CHECK_EVERY, run_trial
+from raylab.training import checkpoint as resume
+from raylab.training.loop import FINITE_CHECK_EVERY, run_trial
 
 CPU = torch.device("cpu")
 EXPLODING = {  # modReLU at lr 1e4: the objective stops being finite within a few dozen steps

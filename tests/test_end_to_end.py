@@ -114,9 +114,9 @@ def test_running_a_grown_sweep_skips_what_already_finished(ray_2_cpus, tmp_path,
 
 
 def test_missing_gpus_are_an_error_locally_and_a_warning_on_an_attached_cluster(ray_2_cpus, tmp_path, capsys):
-    from raylab import runner
-    from raylab.config import ConfigError
-    from raylab.sweep import load_sweep
+    from raylab.execution import runner
+    from raylab.spec.config import ConfigError
+    from raylab.planning.sweep import load_sweep
 
     sweep_file = tmp_path / "gpu.yaml"
     sweep_file.write_text(yaml.safe_dump({**SWEEP, "resources": {"cpu": 1, "gpu": 0.5}}))

@@ -82,8 +82,8 @@ def assert_restored_exactly(sweep_file: Path, sweep_dir: Path) -> None:
     interruption in this process (one thread, as the trainable sets for a 1-CPU trial)."""
     import torch
 
-    from raylab.sweep import load_sweep
-    from raylab.training import run_trial
+    from raylab.planning.sweep import load_sweep
+    from raylab.training.loop import run_trial
 
     continued = [rows for rows in result_rows(sweep_dir).values() for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1 and r["step"] > EVAL_EVERY]
     assert continued, "no trial continued from a checkpoint"

@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from raylab.aggregate import summarize, table_groups
+from raylab.results.aggregate import summarize, table_groups
 from raylab.cli import main
-from raylab.identity import code_note
-from raylab.published import inferred_layout, load_published, paper_table
-from raylab.results import TRIALS_FILE, ResultsError, arrow_table, trial_row, write_parquet_atomic
-from raylab.sweep import load_sweep
+from raylab.results.identity import code_note
+from raylab.results.published import inferred_layout, load_published, paper_table
+from raylab.results.collect import TRIALS_FILE, ResultsError, arrow_table, trial_row, write_parquet_atomic
+from raylab.planning.sweep import load_sweep
 from raylab.tasks.copying import CopyTask
-from raylab.training import run_trial
+from raylab.training.loop import run_trial
 
 SWEEP = {
     "name": "ident",
@@ -83,7 +83,7 @@ def test_a_smoke_run_in_the_sweep_folder_is_its_own_row(tmp_path):
 
 
 def test_one_label_for_two_configurations_is_split_and_a_relabelled_rerun_is_not(tmp_path):
-    # one file refuses two cells under one label (raylab.checks); two runs of it can still do it
+    # one file refuses two cells under one label (raylab.planning.trials); two runs of it can still do it
     trials = frame(trials_of(tmp_path, SWEEP), trials_of(tmp_path, SWEEP, "variants.0.cell.nonlinearity=relu"))
     assert table_groups(trials) == ["task", "variant", "hidden_size", "config.cell.nonlinearity"]
 
@@ -136,7 +136,7 @@ def test_precision_is_explicit_recorded_and_applied(tmp_path):
 
 
 def test_a_rerun_says_when_skipped_trials_came_from_other_code(tmp_path, capsys):
-    from raylab.cli import print_code_change
+    from raylab.cli.run import print_code_change
 
     trials = trials_of(tmp_path, SWEEP)
     done = {trials[0]["config_hash"]: "aaaaaaaaaaaa torch 2.0", trials[1]["config_hash"]: "bbbbbbbbbbbb torch 2.5"}
@@ -147,15 +147,15 @@ def test_a_rerun_says_when_skipped_trials_came_from_other_code(tmp_path, capsys)
 
 
 def test_an_unknown_precision_is_one_line_naming_the_key(tmp_path):
-    from raylab.config import ConfigError
+    from raylab.spec.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"sweep.yaml: training.precision: 'bf16' is not one of fp32\|tf32"):
         trials_of(tmp_path, SWEEP, "training.precision=bf16")
 
 
 def test_a_plot_draws_one_curve_per_configuration_and_names_what_differs(tmp_path):
-    from raylab.plots import curve_label, plot_curves
-    from raylab.results import CURVES_FILE, curves_table
+    from raylab.results.plots import curve_label, plot_curves
+    from raylab.results.collect import CURVES_FILE, curves_table
 
     trials = frame(trials_of(tmp_path, SWEEP), trials_of(tmp_path, SWEEP, "optimizer.lr=0.5"))
     write_parquet_atomic(arrow_table(trials.to_dict("records")), tmp_path / TRIALS_FILE)

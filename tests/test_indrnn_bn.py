@@ -9,8 +9,8 @@ import torch
 
 from raylab.cells import IndRNN
 from raylab.cells.indrnn import FrameNorm
-from raylab.model import count_parameters
-from raylab.training import run_trial
+from raylab.networks.model import count_parameters
+from raylab.training.loop import run_trial
 
 
 def frame_cell(**options) -> IndRNN:

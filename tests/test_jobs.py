@@ -1,6 +1,6 @@
 """Every sweep file in jobs/ validates, opens with what it reproduces and its command, and smoke-runs.
 
-The smoke runs go through `raylab.training.run_trial` directly (no Ray): one seed, a few steps and
+The smoke runs go through `raylab.training.loop.run_trial` directly (no Ray): one seed, a few steps and
 each task's smoke data (`smoke_options`), with data from the shared folder.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from raylab.sweep import load_sweep
+from raylab.planning.sweep import load_sweep
 from raylab.tasks import TASKS
-from raylab.training import run_trial
+from raylab.training.loop import run_trial
 
 JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
 PAPER_JOBS = [path for path in JOBS if path.name != "smoke.yaml"]

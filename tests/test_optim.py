@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from raylab.cells import NNRNN, ExpRNN, IndRNN
-from raylab.config import OptimizerSpec
-from raylab.optim import build_optimizer, parameter_groups
+from raylab.spec.config import OptimizerSpec
+from raylab.networks.optim import build_optimizer, parameter_groups
 
 
 def group_of(groups: list[dict], param: torch.nn.Parameter) -> dict:

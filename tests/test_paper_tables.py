@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from raylab.cli import main
-from raylab.published import experiment_name, inferred_layout, load_published, paper_table, se_difference, shipped_tables
-from raylab.sweep import load_sweep
+from raylab.results.published import experiment_name, inferred_layout, load_published, paper_table, se_difference, shipped_tables
+from raylab.planning.sweep import load_sweep
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -1,4 +1,4 @@
-"""Paper-style figures (raylab/plots.py) from small real Parquet files, and the tasks' baselines."""
+"""Paper-style figures (raylab/results/plots.py) from small real Parquet files, and the tasks' baselines."""
 
 import math
 from pathlib import Path
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from raylab.cli import main
-from raylab.plots import band, curves_figure, robust_limits
-from raylab.results import CURVES_FILE, TRIALS_FILE
+from raylab.results.plots import band, curves_figure, robust_limits
+from raylab.results.collect import CURVES_FILE, TRIALS_FILE
 from raylab.tasks import AddingTask, CopyTask, MNISTTask
 
 STEPS = [100, 200, 300, 400]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from raylab.process_state import BACKEND_FLAGS, FRESH_SETTINGS, SETTINGS, read_settings, reset_process_state
+from raylab.training.process_state import BACKEND_FLAGS, FRESH_SETTINGS, SETTINGS, read_settings, reset_process_state
 
 # A value other than PyTorch's default for every reset setting: what a careless trial might leave.
 DIRTY = {
@@ -42,9 +42,9 @@ TASK_SPECS = [
 RUN_TRIALS = """
 import json, sys
 import torch
-from raylab.process_state import reset_process_state
-from raylab.sweep import load_sweep
-from raylab.training import run_trial
+from raylab.training.process_state import reset_process_state
+from raylab.planning.sweep import load_sweep
+from raylab.training.loop import run_trial
 sys.path.insert(0, "tests")
 from test_process_reuse import DIRTY, LEGACY, SETTINGS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raylab.sweep import load_sweep
+from raylab.planning.sweep import load_sweep
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 ORTHOGONAL_CELLS = {"exprnn", "nnrnn"}

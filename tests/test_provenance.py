@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raylab import provenance
+from raylab.results import provenance
 
 
 def test_a_job_driver_without_git_records_the_commit_that_submit_passed(tmp_path, monkeypatch):

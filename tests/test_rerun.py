@@ -17,10 +17,10 @@ import yaml
 import raylab as raylab_module
 
 from raylab.cli import main
-from raylab.rerun import EarlierRun, blocked_message, plan_rerun
+from raylab.execution.rerun import EarlierRun, blocked_message, plan_rerun
 
 STEPS, EVAL_EVERY = 20, 2
-# Ray's routine lines that must not reach the user (raylab/quiet.py).
+# Ray's routine lines that must not reach the user (raylab/execution/quiet.py).
 RAY_NOISE = ("Token authentication is enabled", "Could not fetch metrics", "Tuner.restore", "Stop signal received")
 
 

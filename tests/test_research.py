@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from raylab.cli import main
-from raylab.compare import welch
-from raylab.live import Board
-from raylab.sweep import load_sweep
+from raylab.results.compare import welch
+from raylab.execution.live import Board
+from raylab.planning.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -90,7 +90,7 @@ def test_user_cell_options_are_checked_against_its_signature(tmp_path, capsys, m
 
 
 def test_shipped_examples_validate_and_user_modules_outside_the_project_travel_with_a_job(tmp_path, monkeypatch):
-    from raylab.userimport import user_modules
+    from raylab.spec.userimport import user_modules
 
     monkeypatch.chdir(ROOT / "examples")  # as the examples say: run from their folder
     for path in sorted((ROOT / "examples").glob("*.yaml")):

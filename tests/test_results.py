@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylab import results
-from raylab.results import arrow_table, curve_points, curves_table, keep_one_per_config, summarize_curve, write_parquet_atomic
+from raylab.results import collect as results
+from raylab.results.collect import arrow_table, curve_points, curves_table, keep_one_per_config, summarize_curve, write_parquet_atomic
 
 
 def test_rereported_steps_keep_the_last_value():
@@ -76,7 +76,7 @@ def test_collect_on_a_folder_without_experiments_is_a_clear_error(tmp_path):
 def test_a_figure_beside_the_runs_does_not_make_the_parquet_stale_but_a_result_does(tmp_path):
     import os
 
-    from raylab.results import TRIALS_FILE, newer_than_trials_file
+    from raylab.results.collect import TRIALS_FILE, newer_than_trials_file
 
     run = tmp_path / "run-1" / "trial-0"
     run.mkdir(parents=True)

@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from raylab import resume
-from raylab.training import run_trial
+from raylab.training import checkpoint as resume
+from raylab.training.loop import run_trial
 
 CPU = torch.device("cpu")
 

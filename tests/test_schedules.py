@@ -1,4 +1,4 @@
-"""The IndRNN lr schedules (raylab.schedules): step decay, reloads of the best state, halving patience, stop."""
+"""The IndRNN lr schedules (raylab.networks.schedules): step decay, reloads of the best state, halving patience, stop."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from raylab.config import ConfigError, OptimizerSpec
-from raylab.schedules import LrSchedule
-from raylab.training import Progress, run_trial
-from raylab.typecheck import from_mapping
+from raylab.spec.config import ConfigError, OptimizerSpec
+from raylab.networks.schedules import LrSchedule
+from raylab.training.loop import Progress, run_trial
+from raylab.spec.typecheck import from_mapping
 
 
 def authors_plateau_drops(improved: list[bool], p_thre: int, halving: bool) -> list[int]:

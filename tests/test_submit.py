@@ -1,4 +1,4 @@
-"""`raylab submit|status|logs` (raylab/submit.py).
+"""`raylab submit|status|logs` (raylab/execution/submit.py).
 
 Fast tests check everything that happens before a request leaves this machine (sweep validation,
 token lookup, address, storage) and the one-line errors for a missing server. The `ray` test is
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from raylab import submit
+from raylab.execution import submit
 from raylab.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

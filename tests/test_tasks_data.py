@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from raylab.data import DataError
+from raylab.tasks.data import DataError
 from raylab.tasks.mnist import MNISTTask, permutation_and_split
 from raylab.tasks.ptb import TOKENS, VOCAB_SIZE, PTBTask, batchify, load_corpus, tokenize, window
 
@@ -177,7 +177,7 @@ def test_accuracy_counts_top1_next_symbols():
 
 
 def test_tied_weights_share_the_embedding():
-    from raylab.model import build_model
+    from raylab.networks.model import build_model
 
     task = PTBTask(level="word", embedding_size=16, tie_weights=True, subset=1000)
     model = build_model(task, {"name": "lstm"}, 16)

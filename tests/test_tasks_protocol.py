@@ -6,10 +6,10 @@ import yaml
 from torch import nn
 
 from raylab.cells import CELLS
-from raylab.config import ConfigError, OptimizerSpec
-from raylab.sweep import load_sweep, trial_name
-from raylab.schedules import LrSchedule
-from raylab.training import Progress, run_trial
+from raylab.spec.config import ConfigError, OptimizerSpec
+from raylab.planning.sweep import load_sweep, trial_name
+from raylab.networks.schedules import LrSchedule
+from raylab.training.loop import Progress, run_trial
 
 
 class ProbeCell(nn.Module):
@@ -79,7 +79,7 @@ def test_nnrnn_ptb_halving_in_the_loop(shared_data):
 
 @pytest.mark.parametrize("bad, message", [({"lr_decay_on_plateau": 1.5}, "must be in \\(0, 1\\)"), ({"clip_grad_value": 0}, "must be positive")])
 def test_new_optimizer_options_are_checked(bad, message):
-    from raylab.typecheck import from_mapping
+    from raylab.spec.typecheck import from_mapping
 
     with pytest.raises(ConfigError, match=message):
         from_mapping(OptimizerSpec, bad, "optimizer")

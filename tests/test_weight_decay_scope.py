@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raylab.config import ConfigError, OptimizerSpec
-from raylab.model import build_model
-from raylab.optim import parameter_groups, parameter_roles
+from raylab.spec.config import ConfigError, OptimizerSpec
+from raylab.networks.model import build_model
+from raylab.networks.optim import parameter_groups, parameter_roles
 from raylab.tasks.mnist import MNISTTask
 from raylab.tasks.ptb import PTBTask
-from raylab.typecheck import from_mapping
+from raylab.spec.typecheck import from_mapping
 
 
 def decay_of(model: torch.nn.Module, spec: OptimizerSpec) -> dict[int, float]:

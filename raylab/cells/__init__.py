@@ -1,4 +1,7 @@
-"""Recurrent cells, one per file, registered by name in `CELLS`."""
+"""Recurrent cells, one per file, registered by name in `CELLS`; the contract in `protocol`, shared
+math in `functional`, `orthogonal` and `recurrence`, and per-parameter optimizer settings as tags
+(`tags`). A layer of its own: it imports torch and nothing else from raylab.
+"""
 
 from raylab.cells.eurnn import EURNN
 from raylab.cells.exprnn import ExpRNN

@@ -9,7 +9,7 @@ from raylab.cells.functional import zeros_state
 from raylab.cells.orthogonal import OrthInit, init_log_parameter_, orthogonal_from_upper, upper_mask
 from raylab.cells.recurrence import Nonlinearity, dense_recurrence, dense_recurrence_reference
 from raylab.cells.rnn import InputInit, init_input_weight, new_modrelu_bias
-from raylab.optim import tag
+from raylab.cells.tags import tag
 
 
 class ExpRNN(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from raylab.cells.recurrence import IndRecurrence, ind_recurrence_reference
-from raylab.optim import tag
+from raylab.cells.tags import tag
 
 Architecture = Literal["plain", "residual", "dense"]
 BatchNorm = Literal["none", "before", "after"]
@@ -26,7 +26,7 @@ class FrameNorm(nn.Module):
     eps 1e-5, momentum 0.1, gamma 1, beta 0, as there.
     """
 
-    is_normalization = True  # its gamma is a normalisation scale for the weight-decay scope (raylab.optim)
+    is_normalization = True  # its gamma is a normalisation scale for the weight-decay scope (raylab.networks.optim)
 
     def __init__(self, width: int, window: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()

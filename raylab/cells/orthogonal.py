@@ -25,7 +25,7 @@ def upper_mask(n: int) -> Tensor:
     """(N, N) bool, True strictly above the diagonal: where a log parameter's free entries live.
 
     Index helpers build on the CPU whatever the default device, so that models can be built on the
-    meta device for parameter counting (`raylab.budget`); `.to(device)` moves the buffers.
+    meta device for parameter counting (`raylab.networks.budget`); `.to(device)` moves the buffers.
     """
     return torch.ones(n, n, dtype=torch.bool, device="cpu").triu(1)
 

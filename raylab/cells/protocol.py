@@ -15,7 +15,7 @@ Optional hooks, looked up with `getattr` by the training loop:
 - `penalty() -> Tensor`: a regulariser added to the task loss (nnRNN's delta * sum (gamma - 1)^2).
 - `after_optimizer_step() -> None`: a projection after every optimizer step (IndRNN's |u| bound).
 
-Per-parameter optimizer settings are tags (`raylab.optim.tag`), never optimizers built by cells.
+Per-parameter optimizer settings are tags (`raylab.cells.tags.tag`), never optimizers built by cells.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Tasks, one per file, registered by name in `TASKS`."""
+"""Tasks, one per file, registered by name in `TASKS`; the contract in `protocol`, data files and
+their checksums in `data`. A layer of its own: it imports torch and nothing else from raylab.
+"""
 
 from raylab.tasks.adding import AddingTask
 from raylab.tasks.copying import CopyTask

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.data import DataError, checked_file, data_root, read_idx_gz
+from raylab.tasks.data import DataError, checked_file, data_root, read_idx_gz
 from raylab.tasks.protocol import Batch, evaluate_batches
 
 N_TRAIN, N_TEST, N_PIXELS = 60_000, 10_000, 784

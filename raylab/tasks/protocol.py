@@ -1,7 +1,7 @@
 """The contract every task follows.
 
 A task owns its data, its input encoder and readout layer, its loss and its metrics; the training
-loop (`raylab.trainable`) owns everything else. Tasks with fresh synthetic data every step have
+loop (`raylab.execution.trainable`) owns everything else. Tasks with fresh synthetic data every step have
 `steps_per_epoch = None`; finite data sets give the number of training batches per epoch.
 
 Batches are a pure function of (step, seed), so a trial restored from a checkpoint at step k sees

@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.data import DataError, checked_file, data_root, file_version
+from raylab.tasks.data import DataError, checked_file, data_root, file_version
 from raylab.tasks.protocol import Batch
 
 Level = Literal["char", "word"]
 SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
-# Known sizes of the checksummed files (raylab.data.SHA256), so that a sweep file is validated and
+# Known sizes of the checksummed files (raylab.tasks.data.SHA256), so that a sweep file is validated and
 # its models counted without reading the data. Tokens include one <eos> per line, and, like
 # awd-lstm-lm's line loop, one for the lone space that ends each character-level file.
 TOKENS = {

@@ -1,0 +1,151 @@
+"""`raylab collect`, `table`, `plot` and `best`: views of finished experiments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raylab.cli.common import EXIT_TRIAL_ERRORS, UsageError, split_list
+
+# Each command imports its layers when it runs: `raylab ls`, `status` or `--help` do not load torch,
+# pandas or Ray (docs/architecture.md).
+
+
+def print_table(path: str, by: list[str] | None = None, metrics: list[str] | None = None, fmt: str = "markdown", stat: str = "final", decimals: int | None = None, exit_on_errors: bool = False, vs: str | None = None) -> int:
+    from raylab.results.aggregate import caption, default_metrics, load_trials, render, summarize, table_groups
+    from raylab.results.identity import code_note
+
+    trials = load_trials(path)
+    by = table_groups(trials, by)  # one row per configuration: columns that differ are added
+    metrics = metrics or default_metrics(trials, stat)
+    summary = summarize(trials, by, metrics, stat)
+    if fmt != "csv":
+        print(f"{caption(stat)}\n")
+    if vs:
+        from raylab.results.compare import render_vs
+
+        print(render_vs(trials, summary, by, metrics, stat, fmt, vs, decimals))
+    else:
+        print(render(summary, by, metrics, fmt, decimals))
+    note = code_note(trials, by)
+    if note:
+        print(f"raylab: {note}", file=sys.stderr)
+    errored = int((trials["status"] == "errored").sum())
+    return EXIT_TRIAL_ERRORS if exit_on_errors and errored else 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from raylab.results.collect import collect
+
+    trials_path, curves_path = collect(args.experiment)
+    print(f"wrote {trials_path}\nwrote {curves_path}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from raylab.planning import storage
+    from raylab.results.collect import TRIALS_FILE, collect
+
+    if args.vs and (args.layout == "paper" or args.compare):
+        raise UsageError("--vs works with the default layout only")
+    for path in args.experiment:
+        if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
+            collect(path)
+        else:
+            recollect_if_stale(path)
+    if args.layout == "paper" or args.compare:
+        return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
+    if len(args.experiment) > 1:
+        raise UsageError("several experiments make one table only with --layout paper (or --compare)")
+    return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals, vs=args.vs)
+
+
+def recollect_if_stale(path: str) -> None:
+    """Never serve a table from a Parquet file older than the trials it summarizes: collect again, and say so."""
+    from raylab.planning import storage
+    from raylab.results.collect import collect, newer_than_trials_file
+
+    changed = newer_than_trials_file(path) if storage.is_dir(path) else None
+    if changed is not None:
+        print(f"raylab: {changed} changed after the last collect; collecting again", file=sys.stderr, flush=True)
+        collect(path)
+
+
+def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
+    """Rows = models, columns = the published table's (or experiments x task options that vary)."""
+    import pandas as pd
+
+    from raylab.results.aggregate import default_metrics, load_trials, to_latex, to_markdown
+    from raylab.results.published import experiment_name, inferred_layout, load_published, paper_table, protocol_legend
+
+    trials = pd.concat([load_trials(path).assign(experiment=experiment_name(path)) for path in paths], ignore_index=True)
+    if compare:
+        layouts = [load_published(compare)]
+    else:
+        layouts = [inferred_layout(trials, metric) for metric in metrics or default_metrics(trials, stat)]
+    for layout in layouts:
+        table = paper_table(trials, layout, stat, decimals, compare=bool(compare))
+        if fmt == "csv":
+            print(table.to_csv(index=False).rstrip("\n"))
+        else:
+            source = f" ({layout.source})" if layout.source else ""
+            print(f"{layout.title}{source}, {stat} {layout.metric}\n")
+            print(to_latex(table) if fmt == "latex" else to_markdown(table))
+            if compare:
+                print("\n" + "\n".join(protocol_legend(layout)))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """Promote the best configuration of each task x variant x hidden size to a sweep with fresh seeds."""
+    import json
+
+    from raylab.planning import storage
+    from raylab.planning.sweep import load_sweep
+    from raylab.results import promote
+    from raylab.results.aggregate import load_trials
+    from raylab.results.collect import TRIALS_FILE, collect
+    from raylab.training.metrics import metric_mode
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds: must be at least 1, got {args.seeds}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: {out.parent}: no such directory")
+    if storage.is_dir(args.experiment) and not storage.exists(storage.join(args.experiment, TRIALS_FILE)):
+        collect(args.experiment)
+    trials = load_trials(args.experiment)
+    manifest = promote.latest_manifest(args.experiment)
+    if args.metric:
+        metric, mode = args.metric, metric_mode(args.metric)
+    else:
+        finished = trials[trials["status"] == "finished"]
+        if finished.empty:
+            raise UsageError(f"{args.experiment}: no finished trial to promote")
+        metric, mode = promote.default_metric(manifest, json.loads(finished["trial_json"].iloc[0]))
+    choices = promote.choose(trials, metric, args.stat, mode)
+    lines = [promote.explain(choice, metric, args.stat) for choice in choices]
+    print(f"raylab: best by mean {args.stat} {metric} over seeds ({mode}imized), finished trials only:")
+    print("\n".join(f"  {line}" for line in lines))
+    sweeps = promote.promoted_sweeps(choices, manifest["sweep"], promote.fresh_seeds(trials, args.seeds))
+    for path, data in zip(promote.output_paths(out, len(sweeps)), sweeps):
+        promote.write_sweep(path, data, args.experiment, lines)
+        sweep = load_sweep(path)  # what was written runs: the same checks as `raylab validate`
+        print(f"wrote {path} ({len(sweep.trials)} trials: {len(data['variants'])} configurations x {args.seeds} seeds)")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from raylab.results.plots import default_out, plot_curves
+
+    metrics = split_list(args.metric) or ["val/loss"]
+    # A plot of one local experiment lands beside its data; of a bucket's or of several, here.
+    out = args.out or default_out(args.experiment, metrics)
+    if not Path(out).resolve().parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    for experiment in args.experiment:
+        recollect_if_stale(experiment)
+    written = plot_curves(args.experiment, metrics, out, split_list(args.by), args.x, args.logy, args.average, not args.no_baseline)
+    print(f"wrote {written}")
+    return 0

@@ -1,0 +1,175 @@
+"""`raylab validate`, `run` and `resume`: a sweep file checked, run (skipping what finished,
+continuing what was interrupted) or resumed, then collected and tabled."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from raylab.cli.common import EXIT_INTERRUPTED, UsageError
+from raylab.cli.results import print_table
+from raylab.spec.typecheck import ConfigError
+
+# Each command imports its layers when it runs: `raylab ls`, `status` or `--help` do not load torch,
+# pandas or Ray (docs/architecture.md).
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from raylab.planning.sweep import load_sweep
+
+    # `raylab validate FILE key=value`, as `raylab run` takes them (`--set key=value` too).
+    files = [item for item in args.files if not is_override(item)]
+    overrides = [*args.overrides, *(item for item in args.files if is_override(item))]
+    if not files:
+        raise UsageError("validate: no sweep file given")
+    for path in files:
+        sweep = load_sweep(path, overrides, smoke=args.smoke)
+        search = sweep.spec.search
+        print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
+    return 0
+
+
+def is_override(item: str) -> bool:
+    """`training.steps=5` is an override; a file name with `=` in it that exists is a file."""
+    return "=" in item and not Path(item).exists()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from raylab.planning.sweep import load_sweep
+
+    sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
+    data_dir = resolve_data_dir(args.data_dir)
+    check_storage_and_data(sweep, data_dir, attached=bool(args.address))
+
+    from raylab.execution import rerun
+    from raylab.results.provenance import code_version, provenance
+
+    sweep_dir = rerun.sweep_directory(sweep)
+    # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
+    # interrupted from its checkpoints, start the rest (raylab/execution/rerun.py).
+    if args.smoke:
+        print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
+    runs = rerun.earlier_runs(sweep_dir)
+    plan = rerun.plan_rerun(sweep.trials, runs)
+    if args.dry_run:
+        from raylab.execution.preview import dry_run_lines
+
+        print(f"raylab: dry run: {len(sweep.trials)} trials of {args.file} -> {sweep_dir} (nothing started, nothing written)")
+        print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir)]))
+        if plan.blocked:
+            print(f"raylab: `raylab run` would stop: {rerun.blocked_message(plan)}")
+        return 0
+    if plan.blocked:
+        raise UsageError(rerun.blocked_message(plan))
+    for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
+        print(line, flush=True)
+    print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
+    if plan.continued or plan.new:
+        from raylab.execution.raystart import start_ray_importing
+
+        start_ray_importing("raylab.execution.runner", address=args.address, num_cpus=args.num_cpus, data_dir=data_dir)
+        from raylab.execution import runner
+
+        runner.check_cluster_resources(sweep, attached=bool(args.address))
+        runner.check_storage_shared(sweep)
+        try:
+            for run in plan.continued:
+                if not runner.resume_run(run, errored="skip"):
+                    return finish(sweep_dir, sweep.spec.plot)  # still unfinished: the rest waits for the next `raylab run`
+            if plan.new:
+                runtime = {"data_dir": data_dir, "provenance": provenance()}
+                runner.run_sweep(sweep, plan.new, runtime)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, sweep_dir)
+    return finish(sweep_dir, sweep.spec.plot)
+
+
+def print_code_change(done: dict[str, str], trials: list[dict], current: str) -> None:
+    """Say when skipped trials were computed by other code: they are kept, never silently mixed (docs/identity.md)."""
+    older = sorted({done[t["config_hash"]] for t in trials if t["config_hash"] in done} - {current})
+    if older:
+        count = sum(1 for t in trials if done.get(t["config_hash"], current) != current)
+        print(f"raylab: {count} of the skipped trials were computed by other code ({'; '.join(older)}; now {current}): "
+              "they are kept and the table notes rows that mix code versions; move them away to recompute (docs/identity.md)")
+
+
+def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) -> None:
+    """Storage and data problems as one line naming the sweep file, before Ray starts.
+
+    On an attached cluster, missing data on the driver's machine is a warning: the trials run on
+    other nodes, which may have the data where this one does not (as with resources, runner.py).
+    """
+    from raylab.planning.preflight import check_data, check_storage
+
+    try:
+        check_storage(sweep.spec.storage)
+    except ConfigError as error:
+        raise ConfigError(f"{sweep.path}: {error}") from None
+    try:
+        check_data(sweep.trials, data_dir)
+    except ConfigError as error:
+        if not attached:
+            raise ConfigError(f"{sweep.path}: {error}") from None
+        print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
+
+
+def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
+    """Ctrl-C: what finished and what did not (from the saved experiment state), and how to go on."""
+    print(f"\nraylab: interrupted: {interrupted}; continue with:\n  raylab resume {sweep_dir}\n(or run the same `raylab run` command again)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
+    """Collect every run of the sweep into Parquet, print the table (exit 1 if a trial errored) and
+    draw the sweep file's `plot:` figures into the sweep directory."""
+    from raylab.results.collect import ResultsError, collect
+
+    collect(sweep_dir)
+    print(f"\nresults: {sweep_dir}/trials.parquet, curves.parquet\n")
+    code = print_table(sweep_dir, exit_on_errors=True)
+    from raylab.results.plots import draw_into
+
+    for spec in plots:
+        try:
+            print(f"figure: {draw_into(sweep_dir, spec)}")
+        except ResultsError as error:  # e.g. every trial diverged: the results above stay valid
+            print(f"raylab: plot {spec.out}: {error}", file=sys.stderr)
+    return code
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raylab.execution import runner
+    from raylab.planning import storage
+    from raylab.results.collect import MANIFEST, run_locations
+
+    data_dir = resolve_data_dir(args.data_dir)  # bad input fails before anything starts
+    location = storage.absolute(args.experiment)
+    if not storage.is_dir(location):
+        raise UsageError(f"{args.experiment}: not a folder; give a sweep folder (<storage>/<name>) or one of its run-* folders")
+    runs = run_locations(location)  # a sweep directory (every run in it) or one run
+    pending = [run for run in runs if runner.needs_resume(run, args.errored)]
+    if not pending:
+        print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
+    else:
+        runner.start_ray(args.address, num_cpus=args.num_cpus, data_dir=data_dir)
+        try:
+            for run in pending:
+                runner.resume_run(run, args.errored)
+        except runner.Interrupted as interrupted:
+            return report_interrupted(interrupted, location)
+    is_one_run = storage.exists(storage.join(location, MANIFEST))
+    return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
+
+
+def resolve_data_dir(option: str | None) -> str | None:
+    """--data-dir, else $RAYLAB_DATA, else None (each task then uses its own default)."""
+    value = option or os.environ.get("RAYLAB_DATA")
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        source = "--data-dir" if option else "RAYLAB_DATA"
+        raise UsageError(f"{source}: {value}: no such directory")
+    return str(path)

@@ -1,0 +1,86 @@
+"""Pre-flight checks of where a sweep will write and what it will read, before any trial starts.
+
+Each problem is one line naming `storage` or the task; nothing is written (docs/errors.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import torch
+
+from raylab.planning import storage
+from raylab.spec.registry import build
+from raylab.spec.typecheck import ConfigError
+from raylab.tasks import TASKS
+from raylab.tasks.data import DataError
+
+REACH_TIMEOUT_S = 10  # a bucket that has not answered by then is unreachable
+
+
+def check_storage(location: str) -> None:
+    """The storage location can be written, checked without writing anything.
+
+    A local path: the path (or its nearest existing parent) is a writable folder. A URI: a known
+    scheme whose bucket answers. Each problem is one line naming `storage`.
+    """
+    if storage.is_uri(location):
+        try:
+            fs, path = answering_filesystem(location)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
+            scheme = location.split("://", 1)[0]
+            raise ConfigError(f"storage: {location}: unknown or unsupported URI scheme {scheme!r} ({first_line(error)})") from None
+        except OSError as error:
+            raise ConfigError(f"storage: {location}: cannot reach it ({first_line(error)})") from None
+        try:
+            info = fs.get_file_info(path)
+        except OSError as error:  # no such bucket, no credentials, no network
+            raise ConfigError(f"storage: {location}: cannot reach it ({first_line(error)})") from None
+        if info.type == pafs.FileType.File:
+            raise ConfigError(f"storage: {location}: is a file, not a folder")
+        return
+    path = Path(location).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"storage: {location}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage: {location}: {existing} is not writable")
+
+
+def answering_filesystem(location: str) -> tuple[Any, str]:
+    """storage.filesystem, but a Google Cloud Storage client that gives up after REACH_TIMEOUT_S
+    (its default retries for 15 minutes when there are no credentials or no network)."""
+    scheme, _, path = location.partition("://")
+    if scheme in ("gs", "gcs") and "?" not in path:
+        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=REACH_TIMEOUT_S)), path
+    return storage.filesystem(location)
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_data(trials: list[dict], data_dir: str | None) -> None:
+    """Load every distinct task's data once on the driver (a download happens here, once), so that a
+    missing or corrupt file is one line before any trial starts, not a traceback from every trial."""
+    seen = set()
+    for trial in trials:
+        key = json.dumps(trial["task"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        task = build(TASKS, trial["task"], "task")
+        try:
+            task.setup(torch.device("cpu"), data_dir)
+        except DataError as error:
+            raise ConfigError(f"task {trial['task']['name']!r}: {error}") from None

@@ -1,0 +1,360 @@
+"""Experiment directories -> `trials.parquet` and `curves.parquet` (schema in docs/results.md).
+
+`collect(location)` reads every run of a sweep (`<storage>/<sweep>/run-*`) or one run directory, on
+local disk or at a URI (`s3://`, `gs://`; see storage.py), and writes, into it:
+
+- `trials.parquet`: one row per trial. When several runs hold the same resolved trial (same
+  `config_hash`), the row kept is the most complete one (finished or diverged, then errored, then
+  unfinished), the newest among equals, so each trial appears once.
+- `curves.parquet`: tidy (`trial_id`, `step`, `metric`, `value`) rows, one per reported metric point,
+  de-duplicated on (trial_id, step, metric) keeping the last report: Tune re-reports the steps between
+  the last checkpoint and a failure after a restore.
+
+Both files are written atomically (a temporary file, then a rename): a reader never sees half a file.
+Analysis never parses directory names; everything comes from the stored configs and results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raylab.planning import storage
+from raylab.training.metrics import metric_mode
+from raylab.results.provenance import code_version
+
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+MANIFEST = "raylab.json"
+RESULT_FILE = "result.json"
+# `stopped`: ended early by a search's scheduler (ASHA), a result of the search, not a failure.
+STATUS_RANK = {"finished": 3, "diverged": 3, "stopped": 3, "errored": 2, "unfinished": 1, "pending": 0}
+DONE_STATUSES = ("finished", "diverged", "stopped")
+TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
+
+
+class ResultsError(ValueError):
+    """No experiment where one was expected; the message names the path."""
+
+
+def run_locations(location: str | Path) -> list[str]:
+    """The runs of a sweep directory (local or URI), oldest first, or `[location]` if it is a run."""
+    if storage.exists(storage.join(location, MANIFEST)):
+        return [str(location)]
+    fs, root = storage.filesystem(location)
+    folders = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(PurePosixPath(f.path).name for f in folders if f.type == pafs.FileType.Directory)
+    runs = [storage.join(location, name) for name in names if storage.exists(storage.join(location, name, MANIFEST))]
+    if not runs:
+        raise ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+    return runs
+
+
+def run_directories(path: Path) -> list[Path]:
+    """`run_locations` of a local folder."""
+    return [Path(run) for run in run_locations(path)]
+
+
+def read_table(location: str | Path) -> pd.DataFrame:
+    """A Parquet file from a local path or a URI, as a DataFrame."""
+    fs, path = storage.filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise ResultsError(f"{location}: no such file (run `raylab collect` on the experiment first)")
+    try:
+        return pq.read_table(path, filesystem=fs).to_pandas()
+    except (pa.ArrowException, OSError) as error:
+        experiment = str(location).rstrip("/").rsplit("/", 1)[0]
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsError(f"{location}: not a readable Parquet file, garbage or truncated ({reason}); `raylab collect {experiment}` rebuilds it") from None
+
+
+def read_results(trial_dir: Path | None) -> list[dict]:
+    """The trial's reported rows (JSON lines), skipping a torn last line from a killed writer."""
+    if trial_dir is None or not (trial_dir / RESULT_FILE).is_file():
+        return []
+    rows = []
+    for line in (trial_dir / RESULT_FILE).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def curve_points(trial_id: str, results: list[dict]) -> dict[tuple[str, int, str], float]:
+    """(trial, step, metric) -> value, the last report winning. Metrics are the `split/name` keys."""
+    points = {}
+    for row in results:
+        step = row.get("step")
+        if step is None:
+            continue
+        for key, value in row.items():
+            if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points[(trial_id, int(step), key)] = float(value)
+    return points
+
+
+def summarize_curve(points: dict[tuple[str, int, str], float]) -> dict[str, float]:
+    """final/<metric> (value at the last step that reported it) and best/<metric> (min or max)."""
+    by_metric: dict[str, list[tuple[int, float]]] = {}
+    for (_, step, metric), value in points.items():
+        by_metric.setdefault(metric, []).append((step, value))
+    summary = {}
+    for metric, series in sorted(by_metric.items()):
+        series.sort()
+        summary[f"final/{metric}"] = series[-1][1]
+        finite = [v for _, v in series if math.isfinite(v)]
+        if finite:
+            summary[f"best/{metric}"] = max(finite) if metric_mode(metric) == "max" else min(finite)
+    return summary
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    """Nested config -> `config.cell.nonlinearity` columns; lists become JSON text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(f"{prefix}.{key}", item, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = json.dumps(list(value))
+    else:
+        out[prefix] = value
+
+
+def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Path | None, error: str | None) -> tuple[dict, dict]:
+    """One trials.parquet row and the trial's curve points."""
+    trial, runtime = config["trial"], config.get("runtime", {})
+    if config.get("sample"):  # a searched trial: the base trial with its sampled values (raylab.planning.space)
+        from raylab.planning.space import resolved_trial  # torch: only for searched trials
+
+        trial = resolved_trial(config)
+    results = read_results(trial_dir)
+    points = curve_points(trial_id, results)
+    if status == "finished" and any(r.get("diverged") for r in results):
+        status = "diverged"
+    if status == "pending" and results:
+        status = "unfinished"  # Tune files an interrupted trial as PENDING again; it did train
+    if status == "finished" and config.get("sample") and results and not reached_budget(results, trial["training"]):
+        status = "stopped"  # Tune terminated a searched trial before its budget: the search's scheduler did
+
+    provenance = runtime.get("provenance", {})
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "run": run,
+        "config_hash": trial["config_hash"],
+        "status": status,
+        "variant": trial["variant"],
+        "task": trial["task"]["name"],
+        "cell": trial["cell"]["name"],
+        "task_label": trial.get("task_label", ""),  # the task options that differ within the sweep, e.g. bptt=300
+        "budget": trial.get("budget"),  # the parameter budget the hidden size was solved for, if any
+        "hidden_size": trial["hidden_size"],
+        "seed": trial["seed"],
+        "n_params": trial["n_params"],
+        "steps": max((int(r["step"]) for r in results if "step" in r), default=0),
+        "wall_time_s": max((float(r.get("time_total_s", 0.0)) for r in results), default=0.0),
+        "error": error,
+        "git_commit": provenance.get("git_commit"),
+        "search_base": trial.get("search_base"),  # a searched trial: config_hash of the trial it was sampled from
+        "search_samples": config.get("search_samples"),
+        "trial_json": json.dumps(trial, sort_keys=True),  # the exact resolved trial, for `raylab best`
+        "code_version": code_version(provenance),  # not identity: see raylab/results/identity.py
+    }
+    for package, version in provenance.get("versions", {}).items():
+        row[f"version.{package}"] = version
+    for key in ("task", "cell", "optimizer", "training"):
+        flatten(f"config.{key}", trial[key], row)
+    row.update(summarize_curve(points))
+    return row, points
+
+
+def reached_budget(results: list[dict], training: dict) -> bool:
+    """Whether a trial's reports reach its training budget (the last evaluation is at the budget)."""
+    if training.get("steps") is not None:
+        return max((int(r["step"]) for r in results if "step" in r), default=0) >= int(training["steps"])
+    return max((float(r["epoch"]) for r in results if "epoch" in r), default=0.0) >= float(training["epochs"]) - 1e-9
+
+
+def last_line(path: str | Path | None) -> str | None:
+    """The last non-blank line of a file (the exception line of Tune's error.txt), or None."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def tune_trials(run_dir: str | Path) -> list:
+    """Tune's trials of a run (status, config, folder) from its experiment state, without the
+    metrics: `ExperimentAnalysis` would also parse every result.json into a DataFrame, which
+    `trial_row` reads anyway."""
+    from ray.tune import ExperimentAnalysis  # lazy: keeps `raylab table` and `plot` free of Ray start-up
+
+    class TrialsOnly(ExperimentAnalysis):
+        def _fetch_trial_dataframes(self) -> dict:
+            return {}
+
+    location = str(run_dir) if storage.is_uri(str(run_dir)) else str(Path(run_dir).resolve())  # pyarrow wants absolute paths
+    return TrialsOnly(location).trials
+
+
+def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
+    """Rows of one run. Trials that never started come from the manifest, as `pending`."""
+    rows = []
+    seen_hashes = set()
+    try:
+        trials = tune_trials(run_dir)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        trials = []  # killed before Tune saved any experiment state: the manifest lists the trials as pending
+        if any(run_dir.glob("experiment_state-*.json")):  # a state that exists but cannot be read is not "pending"
+            raise ResultsError(f"{run_dir}: Tune's experiment state is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})") from None
+    for trial in trials:
+        # The trial's folder in storage, found by name inside this run folder, which may be a local
+        # mirror of a bucket (`local_path` is a node's staging copy, gone after a restore).
+        trial_dir = run_dir / PurePosixPath(trial.path).name if trial.path else None
+        trial_dir = trial_dir if trial_dir is not None and trial_dir.is_dir() else None
+        status = TUNE_STATUS.get(trial.status, "unfinished")
+        error = last_line(trial_dir / "error.txt") if status == "errored" and trial_dir else None
+        with skipped_if_unreadable(f"{run_dir.name}/{trial_dir.name if trial_dir else trial.trial_id}"):
+            rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
+            seen_hashes.add(trial.config["trial"]["config_hash"])
+    with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST}"):
+        manifest = json.loads((run_dir / MANIFEST).read_text())
+        for index, trial in enumerate(manifest["trials"]):
+            if trial["config_hash"] not in seen_hashes:
+                config = {"trial": trial, "runtime": manifest.get("runtime", {})}
+                with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST} trial {index}"):
+                    rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+        order = {trial["config_hash"]: index for index, trial in enumerate(manifest["trials"])}
+        rows.sort(key=lambda row: order.get(row[0]["config_hash"], len(order)))  # the sweep file's order, which tables keep
+    return rows
+
+
+@contextlib.contextmanager
+def skipped_if_unreadable(what: str) -> Iterator[None]:
+    """One unreadable trial (or manifest) is skipped with one line on stderr; the others are collected."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"raylab: warning: {what}: skipped, unreadable ({type(error).__name__}: {reason})", file=sys.stderr, flush=True)
+
+
+def newer_than_trials_file(location: str | Path) -> str | None:
+    """A file or run folder of the experiment changed after its trials.parquet was written (so the
+    Parquet is stale), or None. Checkpoint folders are not looked into: they never change a table."""
+    fs, root = storage.filesystem(location)
+    collected = fs.get_file_info(f"{root.rstrip('/')}/{TRIALS_FILE}")
+    if collected.type != pafs.FileType.File:
+        return None
+    written = collected.mtime_ns
+    # The sweep folder's own mtime is left out: writing the Parquet files changes it.
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        relative = PurePosixPath(info.path).relative_to(root)
+        if relative.name in (TRIALS_FILE, CURVES_FILE) or any(part.startswith("checkpoint_") for part in relative.parts):
+            continue
+        if len(relative.parts) == 1 and info.type == pafs.FileType.File:
+            continue  # a file beside the runs (a figure of the `plot:` section) is not a result
+        if info.mtime_ns is not None and written is not None and info.mtime_ns > written:
+            return storage.join(location, *relative.parts)
+    return None
+
+
+def finished_searches(rows: list[dict]) -> set[str]:
+    """Base hashes of searched trials whose samples all finished, were stopped or diverged in one run."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.get("search_base") and row["status"] in DONE_STATUSES:
+            counts[row["search_base"]] = counts.get(row["search_base"], 0) + 1
+    samples = {row["search_base"]: row.get("search_samples") or 1 for row in rows if row.get("search_base")}
+    return {base for base, count in counts.items() if count >= samples[base]}
+
+
+def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Each resolved trial once: the most complete status wins, then the newest run."""
+    best: dict[str, tuple[dict, dict]] = {}
+    for row, points in rows:  # runs are in chronological order, so later rows win ties
+        current = best.get(row["config_hash"])
+        if current is None or STATUS_RANK[row["status"]] >= STATUS_RANK[current[0]["status"]]:
+            best[row["config_hash"]] = (row, points)
+    return list(best.values())
+
+
+def arrow_table(rows: list[dict]) -> pa.Table:
+    """Rows -> Arrow, with a column of mixed Python types stored as text instead of failing."""
+    columns: dict[str, list] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    for key, values in columns.items():
+        values.extend(row.get(key) for row in rows)
+    arrays = {}
+    for key, values in columns.items():
+        kinds = {type(v) for v in values if v is not None}
+        if kinds == {int, float}:
+            values = [None if v is None else float(v) for v in values]
+        elif len(kinds) > 1:
+            values = [None if v is None else str(v) for v in values]
+        try:
+            arrays[key] = pa.array(values)
+        except (pa.ArrowException, OverflowError):  # e.g. an integer beyond 64 bits: kept, as text
+            arrays[key] = pa.array([None if v is None else str(v) for v in values])
+    return pa.table(arrays)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename over it."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+CURVES_SCHEMA = pa.schema([("trial_id", pa.string()), ("step", pa.int64()), ("metric", pa.string()), ("value", pa.float64())])
+
+
+def curves_table(points: dict[tuple[str, int, str], float]) -> pa.Table:
+    keys = sorted(points)
+    return pa.table(
+        {
+            "trial_id": [k[0] for k in keys],
+            "step": [k[1] for k in keys],
+            "metric": [k[2] for k in keys],
+            "value": [points[k] for k in keys],
+        },
+        schema=CURVES_SCHEMA,
+    )
+
+
+def collect(location: str | Path) -> tuple[str, str]:
+    """Write trials.parquet and curves.parquet into a sweep or run directory (local or URI)."""
+    if not storage.is_dir(location):
+        raise ResultsError(f"{location}: no such experiment directory")
+    with storage.local_copy(location) as local:
+        rows: list[tuple[dict, dict]] = []
+        for run_dir in run_directories(local):
+            with skipped_if_unreadable(run_dir.name):  # one unreadable run never breaks the others
+                rows.extend(collect_run(run_dir))
+        kept = keep_one_per_config(rows)
+        points: dict[tuple[str, int, str], float] = {}
+        for _, trial_points in kept:
+            points.update(trial_points)
+        outputs = []
+        for name, table in ((TRIALS_FILE, arrow_table([row for row, _ in kept])), (CURVES_FILE, curves_table(points))):
+            write_parquet_atomic(table, local / name)
+            if storage.is_uri(location):
+                storage.upload(local / name, storage.join(location, name))
+            outputs.append(storage.join(location, name))
+    return outputs[0], outputs[1]

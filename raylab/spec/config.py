@@ -1,0 +1,301 @@
+"""Sweep files: load YAML, apply `key.sub=value` overrides, validate everything before Ray starts.
+
+A sweep is the grid tasks x variants x hidden sizes x seeds; `task` is one spec or a list of them.
+See `jobs/smoke.yaml` for an annotated example; `raylab validate FILE` runs exactly the checks below
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from raylab.spec.rules import check_distinct, check_seeds, check_sweep_name
+from raylab.spec.typecheck import ConfigError, check_positive, from_mapping
+from raylab.spec.yamlfile import load_yaml_text
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: Literal["rmsprop", "adam"] = "rmsprop"
+    lr: float = 1e-3
+    lr_orth: float | None = None  # learning rate of log-orthogonal parameters; None: same as lr
+    alpha: float = 0.99  # RMSprop smoothing (the papers' alpha)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # for parameters whose cell sets no decay of their own, within the scope below
+    # which of those parameters decay (raylab.networks.optim.WEIGHT_DECAY_SCOPES): "no_bias", every one but the
+    # biases (BN betas included): the IndRNN code of MNIST (PyTorch) and PTB (Theano, Lasagne's
+    # regularizable params); "no_bias_no_norm" also spares normalisation scales (BN gamma), the
+    # IndRNN PyTorch PTB code without --bn_decay; "all": every one, PyTorch's own `weight_decay`
+    weight_decay_scope: Literal["no_bias", "no_bias_no_norm", "all"] = "no_bias"
+    clip_grad_norm: float | None = None  # None: no clipping, as in the nnRNN code
+    clip_grad_value: float | None = None  # element-wise clamp of every gradient to [-v, v] (IndRNN: 10)
+    lr_decay_on_plateau: float | None = None  # multiply every lr by this after a non-improving evaluation (nnRNN PTB: 0.5)
+    lr_decay_patience: int = 0  # ... once more than this many evaluations in a row did not improve the primary metric
+    # The IndRNN schedules (raylab.networks.schedules; docs/protocol.md):
+    lr_decay_patience_halving: bool = False  # the patience halves after each drop (IndRNN PyTorch code)
+    lr_step_every: int | None = None  # multiply every lr by lr_step_factor every this many steps (IndRNN adding: 20,100)
+    lr_step_factor: float = 0.1
+    reload_best_at_drop: Literal["none", "model", "model_and_optimizer"] = "none"  # at each lr drop, go back to the best evaluation's weights (Theano) and optimizer state (PyTorch)
+    lr_stop_below: float | None = None  # stop training once every lr is below this after a drop (IndRNN: 1e-6)
+
+    def check(self, where: str) -> None:
+        prefix = f"{where}." if where else ""
+        check_positive(self.lr, f"{prefix}lr")
+        check_positive(self.clip_grad_value, f"{prefix}clip_grad_value")
+        check_positive(self.lr_decay_patience, f"{prefix}lr_decay_patience", allow_zero=True)
+        if self.lr_decay_on_plateau is not None and not 0.0 < self.lr_decay_on_plateau < 1.0:
+            raise ConfigError(f"{prefix}lr_decay_on_plateau: must be in (0, 1), got {self.lr_decay_on_plateau}")
+        check_positive(self.lr_orth, f"{prefix}lr_orth")
+        check_positive(self.lr_step_every, f"{prefix}lr_step_every")
+        check_positive(self.lr_stop_below, f"{prefix}lr_stop_below")
+        if not 0.0 < self.lr_step_factor < 1.0:
+            raise ConfigError(f"{prefix}lr_step_factor: must be in (0, 1), got {self.lr_step_factor}")
+        drops = self.lr_decay_on_plateau is not None or self.lr_step_every is not None
+        for name, is_set in (("reload_best_at_drop", self.reload_best_at_drop != "none"), ("lr_stop_below", self.lr_stop_below is not None)):
+            if is_set and not drops:
+                raise ConfigError(f"{prefix}{name}: needs lr_decay_on_plateau or lr_step_every (it acts at each lr drop)")
+        if self.lr_decay_patience_halving and self.lr_decay_on_plateau is None:
+            raise ConfigError(f"{prefix}lr_decay_patience_halving: needs lr_decay_on_plateau")
+        check_positive(self.eps, f"{prefix}eps")
+        check_positive(self.clip_grad_norm, f"{prefix}clip_grad_norm")
+        check_positive(self.weight_decay, f"{prefix}weight_decay", allow_zero=True)
+        if not 0.0 <= self.alpha < 1.0:
+            raise ConfigError(f"{prefix}alpha: must be in [0, 1), got {self.alpha}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"{prefix}betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    steps: int | None = None  # training budget in optimizer steps ...
+    epochs: int | None = None  # ... or in epochs (tasks with a finite training set only)
+    eval_every: int = 100  # evaluate and checkpoint every this many steps (or epochs)
+    precision: Literal["fp32", "tf32"] = "fp32"  # fp32: full float32 on GPUs too, as the papers; tf32: allow TensorFloat-32 matmuls and cuDNN
+
+    def check(self, where: str) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(f"{where}: set exactly one of steps or epochs")
+        check_positive(self.steps, f"{where}.steps")
+        check_positive(self.epochs, f"{where}.epochs")
+        check_positive(self.eval_every, f"{where}.eval_every")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0  # a fraction packs several trials on one GPU (0.25: four per GPU)
+
+    def check(self, where: str) -> None:
+        check_positive(self.cpu, f"{where}.cpu")
+        check_positive(self.gpu, f"{where}.gpu", allow_zero=True)
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ConfigError(f"{where}.gpu: more than one GPU must be a whole number, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    cell: dict  # {name: <cell>, <option>: <value>, ...}
+    label: str | None = None  # row name in tables, e.g. "RNN-orth"; default: the cell name
+    optimizer: dict = field(default_factory=dict)  # overrides of the sweep's optimizer
+    hidden_sizes: list[int] | None = None  # this variant's own sizes, instead of the sweep's sizes or budget
+    # (the nnRNN paper did not parameter-match EURNN: its "same params" rows just double N)
+
+    def check(self, where: str) -> None:
+        for i, size in enumerate(self.hidden_sizes or []):
+            check_positive(size, f"{where}.hidden_sizes[{i}]")
+        if self.hidden_sizes is not None and not self.hidden_sizes:
+            raise ConfigError(f"{where}.hidden_sizes: must list at least one size")
+        check_distinct(self.hidden_sizes or [], f"{where}.hidden_sizes")
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """`budget: {n_params: 18900}`: each variant's hidden size is solved for this many parameters."""
+
+    n_params: int | list[int]  # a list is one more grid axis: one hidden size per budget and variant
+    rounding: Literal["floor", "nearest"] = "floor"  # floor: the largest N within budget (raylab.networks.budget)
+
+    def targets(self) -> list[int]:
+        return self.n_params if isinstance(self.n_params, list) else [self.n_params]
+
+    def check(self, where: str) -> None:
+        if not self.targets():
+            raise ConfigError(f"{where}.n_params: must list at least one budget")
+        for i, n in enumerate(self.targets()):
+            check_positive(n, f"{where}.n_params" + (f"[{i}]" if isinstance(self.n_params, list) else ""))
+        check_distinct(self.targets(), f"{where}.n_params")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """`scheduler: {name: asha, ...}`: Ray Tune's ASHA stops poor trials early; time = training steps."""
+
+    name: Literal["asha"] = "asha"
+    grace_period: int = 100  # training steps every trial runs before it may be stopped
+    reduction_factor: float = 3.0  # keep the best 1/reduction_factor at each rung
+
+    def check(self, where: str) -> None:
+        check_positive(self.grace_period, f"{where}.grace_period")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"{where}.reduction_factor: must be greater than 1, got {self.reduction_factor}")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """`search:` sampled configurations, run by Ray Tune's search algorithm and scheduler (raylab.planning.space)."""
+
+    space: dict  # dotted key -> {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]} | {choice: [...]}
+    num_samples: int = 8  # sampled configurations per task x variant x hidden size
+    algorithm: Literal["random"] = "random"  # Tune's BasicVariantGenerator
+    scheduler: SchedulerSpec | None = None  # None: every trial runs its whole budget
+    metric: str | None = None  # default: the task's primary metric
+    mode: Literal["min", "max"] | None = None  # default: from the metric's name (acc: max, else min)
+
+    def check(self, where: str) -> None:
+        check_positive(self.num_samples, f"{where}.num_samples")
+        if not self.space:
+            raise ConfigError(f"{where}.space: must name at least one key to sample")
+
+
+FIGURE_FORMATS = (".png", ".svg", ".pdf")  # matplotlib picks the format from the extension
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A figure `raylab run` draws into the sweep directory after its table: `raylab plot`'s options."""
+
+    out: str  # file name inside <storage>/<name>/; the type follows the extension: .png, .svg or .pdf
+    metrics: list[str] = field(default_factory=lambda: ["val/loss"])  # one panel each
+    x: Literal["step", "epoch"] = "step"
+    logy: bool = False  # log-scale y axis, as the papers' loss figures
+    average: Literal["mean", "median"] = "mean"  # mean +-1 s.e., or median and interquartile band
+    baseline: bool = True  # the task's trivial baseline as a dashed line
+
+    def check(self, where: str) -> None:
+        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in FIGURE_FORMATS:
+            raise ConfigError(f"{where}.out: a file name ending in .png, .svg or .pdf, got {self.out!r}")
+        if not self.metrics:
+            raise ConfigError(f"{where}.metrics: must list at least one metric")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    task: dict | list[dict]  # {name: <task>, <option>: <value>, ...}, or a list of them: one more grid axis
+    variants: list[VariantSpec]
+    seeds: list[int]
+    training: TrainingSpec
+    hidden_sizes: list[int] | None = None
+    budget: BudgetSpec | None = None  # instead of hidden_sizes: solve each variant's size for a parameter count
+    optimizer: OptimizerSpec = OptimizerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
+    storage: str = "results"  # experiments go to <storage>/<name>/; a path, s3:// or gs://
+    description: str = ""
+    grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.planning.space)
+    search: SearchSpec | None = None  # sampled configurations instead of (or besides) the grid
+    plot: list[PlotSpec] = field(default_factory=list)  # figures drawn at the end of `raylab run`
+
+    def check(self, where: str) -> None:
+        check_sweep_name(self.name)
+        if isinstance(self.task, list) and not self.task:
+            raise ConfigError("task: must be a task spec or a non-empty list of them")
+        if not self.variants:
+            raise ConfigError("variants: must list at least one variant")
+        if not self.seeds:
+            raise ConfigError("seeds: must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: must be distinct, got {self.seeds}")
+        check_seeds(self.seeds)
+        if (self.hidden_sizes is None) == (self.budget is None):
+            raise ConfigError("hidden_sizes: set exactly one of hidden_sizes or budget")
+        if self.hidden_sizes is not None and not self.hidden_sizes:
+            raise ConfigError("hidden_sizes: must list at least one size")
+        for i, size in enumerate(self.hidden_sizes or []):
+            check_positive(size, f"hidden_sizes[{i}]")
+        check_distinct(self.hidden_sizes or [], "hidden_sizes")
+        check_positive(self.max_failures, "max_failures", allow_zero=True)
+        if self.search is not None and len(self.seeds) > 1:
+            raise ConfigError(
+                f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
+                "promote the winners to several seeds with `raylab best`"
+            )
+
+    def task_specs(self) -> list[dict]:
+        return self.task if isinstance(self.task, list) else [self.task]
+
+    def variant_label(self, index: int) -> str:
+        variant = self.variants[index]
+        return variant.label or str(variant.cell.get("name"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.steps=50` -> (["training", "steps"], 50); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: value is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
+    """Set `data[path]`, indexing lists by number (`variants.0.cell.nonlinearity=tanh`)."""
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        where = ".".join(path[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {text!r}: {where}: no list item {part!r}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(path[:depth])} is not a mapping or list")
+
+
+def read_sweep_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file")
+    data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_sweep(data: dict) -> SweepSpec:
+    """Validate the structure and types of a sweep (cells and tasks are checked in `sweep.py`)."""
+    return from_mapping(SweepSpec, data, "")
+
+
+def merged_optimizer(sweep: SweepSpec, index: int) -> OptimizerSpec:
+    """The sweep's optimizer with variant `index`'s overrides applied and validated."""
+    base = dataclasses.asdict(sweep.optimizer)
+    return from_mapping(OptimizerSpec, {**base, **sweep.variants[index].optimizer}, f"variants[{index}].optimizer")
+
+
+def dump(spec: Any) -> Any:
+    """Plain data (dicts, lists, numbers) of a spec, for YAML, JSON and Tune configs."""
+    if dataclasses.is_dataclass(spec):
+        return {f.name: dump(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    if isinstance(spec, (list, tuple)):
+        return [dump(v) for v in spec]
+    if isinstance(spec, dict):
+        return {k: dump(v) for k, v in spec.items()}
+    return spec
