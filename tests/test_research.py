@@ -201,3 +201,49 @@ def test_searched_run_killed_then_resumed_completes_its_samples(ray_1_cpu, tmp_p
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"}, trials[["status", "steps"]]
     assert trials["config.optimizer.lr"].nunique() == 3 and trials["search_base"].nunique() == 1
+
+
+def result_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """Each trial folder's result.json rows, as Tune wrote them."""
+    import json
+
+    return {path.parent.name: [json.loads(line) for line in path.read_text().splitlines()] for path in run_dir.glob("*/*/result.json")}
+
+
+@pytest.mark.ray
+def test_asha_stopping_a_trial_at_its_budget_keeps_its_test_split(ray_1_cpu, tmp_path, shared_data):
+    """grace_period * reduction_factor == budget: ASHA's last rung is the budget, where it may stop a trial
+    on its last evaluation. The test split travels in that report, so every trial at its budget has it."""
+    task = {"name": "mnist", "subset": 16, "batch_size": 4, "eval_batch_size": 8, "pixels_per_step": 28, "download": False, "data_dir": str(shared_data)}
+    search = {"num_samples": 6, "space": {"optimizer.lr": {"loguniform": [1.0e-4, 0.3]}}, "scheduler": {"grace_period": 4, "reduction_factor": 2}}
+    sweep_file = write(tmp_path, task=task, variants=[{"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"}],
+                       training={"steps": 8, "eval_every": 2}, search=search)
+    assert main(["run", str(sweep_file)]) == 0
+    sweep_dir = tmp_path / "results" / "research"
+    rows = result_rows(sweep_dir)
+    stopped_at_budget = [name for name, trial in rows.items() if trial[-1]["step"] == 8 and trial[-1].get("done")]
+    assert stopped_at_budget, "ASHA stopped no trial at its last rung: the case is not exercised"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    at_budget = trials[trials["steps"] == 8]
+    assert len(at_budget) >= 2 and set(at_budget["status"]) == {"finished"}
+    assert at_budget[["final/test/loss", "final/test/acc"]].notna().all().all(), at_budget[["steps", "final/test/loss"]]
+    assert set(trials.loc[trials["steps"] < 8, "status"]) == {"stopped"}
+
+
+@pytest.mark.ray
+def test_a_searched_trial_ended_by_lr_stop_below_is_finished_and_promoted(ray_1_cpu, tmp_path, capsys):
+    """The IndRNN protocol's normal end: the lr falls below lr_stop_below before the step budget. Without a
+    scheduler nothing stopped it early: it is finished, counts in the mean and can be promoted."""
+    optimizer = {"name": "adam", "lr": 1.0e-3, "lr_step_every": 3, "lr_stop_below": 2.0e-6}  # x0.1 at steps 3, 6, 9: ends at 9
+    search = {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.9e-3]}}}
+    sweep_file = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], optimizer=optimizer, search=search)
+    assert main(["run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished (lr fell below lr_stop_below)") == 2 and "stopped early by the scheduler" not in out
+    sweep_dir = tmp_path / "results" / "research"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert list(trials["status"]) == ["finished", "finished"] and list(trials["steps"]) == [9, 9]
+    assert main(["best", str(sweep_dir), "--seeds", "2", "--out", str(tmp_path / "best.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "over finished seeds (minimized); a configuration with a diverged, errored or unfinished seed ranks below" in out
+    assert "final val/loss" in out and "(n=1); runner-up" in out
