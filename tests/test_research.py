@@ -320,6 +320,7 @@ def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, caps
     (tmp_path / "mine-2.yaml").write_text("name: my own file\n")
     assert f"--out: {tmp_path / 'mine-2.yaml'} exists and was not written by raylab best" in refused("--seeds", "2", "--out", str(tmp_path / "mine.yaml"))
     assert (tmp_path / "mine-2.yaml").read_text() == "name: my own file\n"
+    assert "bytes long, at most" in refused("--seeds", "2", "--out", str(tmp_path / ("x" * 250 + ".yaml")))
     (tmp_path / "blocked-4.yaml").mkdir()
     assert f"--out: {tmp_path / 'blocked-4.yaml'} is a directory" in refused("--seeds", "2", "--out", str(tmp_path / "blocked.yaml"))
 

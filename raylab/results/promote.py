@@ -17,6 +17,7 @@ then are the files written (`write_sweeps`: all or none).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from raylab.tasks import TASKS
 CHOSEN_KEYS = ("cell", "optimizer", "training")  # what a configuration is, besides its slot and seed
 RANKING = "a configuration with a diverged, errored or unfinished seed ranks below every one that finished all its seeds"
 MAX_FRESH_SEEDS = 10_000  # far above any comparison's seeds; a typo such as --seeds 1000000000 is refused, not resolved
+MAX_FILE_NAME = 255  # bytes of one file name on common file systems (ext4, APFS, NTFS)
 WRITTEN_BY = "# Written by `raylab best "  # the header line that marks a file `raylab best` may overwrite
 NOT_FINISHED = ("diverged", "errored", "unfinished", "pending")  # statuses of a seed that did not finish (in this order in notes)
 
@@ -266,6 +268,9 @@ def check_output(path: Path, experiment: str) -> None:
         inside = Path(experiment).resolve()
         if path.resolve() == inside or inside in path.resolve().parents:
             raise ResultsError(f"--out: {path} is inside the experiment {experiment}; write the sweep file elsewhere")
+    extra = len(temporary_path(path).name.encode()) - len(path.name.encode())  # written under a temporary name first
+    if len(path.name.encode()) + extra > MAX_FILE_NAME:
+        raise ResultsError(f"--out: the file name {path.name[:40]}... is {len(path.name.encode())} bytes long, at most {MAX_FILE_NAME - extra}")
     if path.is_dir():
         raise ResultsError(f"--out: {path} is a directory")
     if path.exists() or path.is_symlink():
@@ -302,10 +307,15 @@ def prepare(choices: list[Choice], base: dict, seeds: list[int], out: Path, expe
     return prepared
 
 
+def temporary_path(path: Path) -> Path:
+    """Where a file is written before it is renamed into place: beside it, hidden."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def write_sweeps(files: list[Promoted]) -> None:
     """All files or none: each goes to a temporary file beside it, then all are renamed into place;
     on a failure, the temporary files and the files already renamed are removed."""
-    temporaries = [file.path.with_name(f".{file.path.name}.tmp-{os.getpid()}") for file in files]
+    temporaries = [temporary_path(file.path) for file in files]
     placed: list[Path] = []
     try:
         for temporary, file in zip(temporaries, files):
@@ -319,7 +329,8 @@ def write_sweeps(files: list[Promoted]) -> None:
         raise ResultsError(f"--out: cannot write {file.path} ({error.strerror or error}); nothing written") from None
     finally:
         for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # never written, or renamed into place
+                temporary.unlink(missing_ok=True)
 
 
 def check_selection_metric(metric: str, trials: list[dict]) -> None:
