@@ -41,6 +41,7 @@ def test_the_first_non_finite_step_is_reported_although_the_flag_is_read_later()
     assert len(reports) == 1  # no evaluation before: eval_every is beyond the divergence
     metrics, checkpoint = reports[0]
     assert metrics["diverged"] == 1 and metrics["step"] == 2 and checkpoint is None and not math.isfinite(metrics["train/loss"])
+    assert metrics["end"] == "diverged"
     metrics, checkpoint = reports_of(with_training(EXPLODING, steps=1, eval_every=1))[-1]
     assert metrics["diverged"] == 1 and metrics["step"] == 1 and checkpoint is None  # the evaluation after step 1 is NaN
     assert math.isfinite(metrics["train/loss"]) and math.isnan(metrics["val/loss"])

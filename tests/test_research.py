@@ -201,3 +201,143 @@ def test_searched_run_killed_then_resumed_completes_its_samples(ray_1_cpu, tmp_p
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"}, trials[["status", "steps"]]
     assert trials["config.optimizer.lr"].nunique() == 3 and trials["search_base"].nunique() == 1
+
+
+def result_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """Each trial folder's result.json rows, as Tune wrote them."""
+    import json
+
+    return {path.parent.name: [json.loads(line) for line in path.read_text().splitlines()] for path in run_dir.glob("*/*/result.json")}
+
+
+@pytest.mark.ray
+def test_asha_stopping_a_trial_at_its_budget_keeps_its_test_split(ray_1_cpu, tmp_path, shared_data, capsys):
+    """grace_period * reduction_factor == budget: ASHA's last rung is the budget, where it may stop a trial
+    on its last evaluation. The test split travels in that report, so every trial at its budget has it."""
+    task = {"name": "mnist", "subset": 16, "batch_size": 4, "eval_batch_size": 8, "pixels_per_step": 28, "download": False, "data_dir": str(shared_data)}
+    search = {"num_samples": 6, "space": {"optimizer.lr": {"loguniform": [1.0e-4, 0.3]}}, "scheduler": {"grace_period": 4, "reduction_factor": 2}}
+    sweep_file = write(tmp_path, task=task, variants=[{"cell": {"name": "rnn", "nonlinearity": "tanh"}, "label": "RNN"}],
+                       training={"steps": 8, "eval_every": 2}, search=search)
+    assert main(["run", str(sweep_file)]) == 0
+    sweep_dir = tmp_path / "results" / "research"
+    rows = result_rows(sweep_dir)
+    stopped_at_budget = [name for name, trial in rows.items() if trial[-1]["step"] == 8 and trial[-1].get("done")]
+    assert stopped_at_budget, "ASHA stopped no trial at its last rung: the case is not exercised"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    at_budget = trials[trials["steps"] == 8]
+    assert len(at_budget) >= 2 and set(at_budget["status"]) == {"finished"}
+    assert at_budget[["final/test/loss", "final/test/acc"]].notna().all().all(), at_budget[["steps", "final/test/loss"]]
+    assert set(trials.loc[trials["steps"] < 8, "status"]) == {"stopped"}
+    capsys.readouterr()
+    assert main(["best", str(sweep_dir), "--seeds", "1", "--metric", "test/acc", "--out", str(tmp_path / "best.yaml")]) == 2
+    assert "--metric test/acc: test is a final split of task 'mnist'" in capsys.readouterr().err  # never tune on the test data
+    assert not (tmp_path / "best.yaml").exists()
+
+
+@pytest.mark.ray
+def test_a_searched_trial_ended_by_lr_stop_below_is_finished_and_promoted(ray_1_cpu, tmp_path, capsys):
+    """The IndRNN protocol's normal end: the lr falls below lr_stop_below before the step budget. Without a
+    scheduler nothing stopped it early: it is finished, counts in the mean and can be promoted."""
+    optimizer = {"name": "adam", "lr": 1.0e-3, "lr_step_every": 3, "lr_stop_below": 2.0e-6}  # x0.1 at steps 3, 6, 9: ends at 9
+    search = {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.9e-3]}}}
+    sweep_file = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], optimizer=optimizer, search=search)
+    assert main(["run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished (lr fell below lr_stop_below)") == 2 and "stopped early by the scheduler" not in out
+    sweep_dir = tmp_path / "results" / "research"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert list(trials["status"]) == ["finished", "finished"] and list(trials["steps"]) == [9, 9]
+    assert main(["best", str(sweep_dir), "--seeds", "2", "--out", str(tmp_path / "best.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "over finished seeds (minimized); a configuration with a diverged, errored or unfinished seed ranks below" in out
+    assert "final val/loss" in out and "(n=1); runner-up" in out
+
+
+def scored_trials(tmp_path: Path, outcomes: dict[float, list[tuple[str, float | None]]]) -> pd.DataFrame:
+    """trials.parquet's columns that `raylab best` reads, for a grid over optimizer.lr x 3 seeds: lr -> (status, final val/loss) per seed."""
+    import json
+
+    sweep = load_sweep(write(tmp_path, variants=BASE["variants"][:1], seeds=[0, 1, 2], grid={"optimizer.lr": sorted(outcomes)}))
+    rows = []
+    for trial in sweep.trials:
+        status, value = outcomes[trial["optimizer"]["lr"]][trial["seed"]]
+        rows.append({"status": status, "seed": trial["seed"], "trial_json": json.dumps(trial), "final/val/loss": value})
+    return pd.DataFrame(rows)
+
+
+def test_best_ranks_a_configuration_with_a_diverged_seed_below_every_one_that_finished_all_its_seeds(tmp_path):
+    from raylab.results import promote
+
+    clean = [("finished", 0.3), ("finished", 0.4), ("finished", 0.5)]  # mean 0.4
+    lucky = [("finished", 0.1), ("diverged", None), ("finished", 0.2)]  # mean of the survivors 0.15
+    trials = scored_trials(tmp_path, {1.0e-3: clean, 1.0e-2: lucky})
+    choice, = promote.choose(trials, "val/loss", "final", "min")
+    assert choice.best.trial["optimizer"]["lr"] == 1.0e-3 and choice.best.mean == pytest.approx(0.4)
+    line = promote.explain(choice, "val/loss", "final")
+    assert "final val/loss 0.4 (n=3); runner-up 0.15 (n=2, 1 of 3 seeds diverged) (ranked below: not every seed finished)" in line, line
+    # Among configurations that all lost a seed, the mean decides, and the winner's line says what it lost.
+    errored = [("finished", 0.3), ("errored", None), ("finished", 0.5)]
+    choice, = promote.choose(scored_trials(tmp_path, {1.0e-3: errored, 1.0e-2: lucky}), "val/loss", "final", "min")
+    assert choice.best.trial["optimizer"]["lr"] == 1.0e-2
+    assert "final val/loss 0.15 (n=2, 1 of 3 seeds diverged); runner-up 0.4 (n=2, 1 of 3 seeds errored)," in promote.explain(choice, "val/loss", "final")
+
+
+@pytest.mark.ray
+def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, capsys):
+    """Winners trained with different training specs (RNN 4 steps, LSTM 6, run as two files into one
+    sweep folder) go to one file per task spec and training spec, under a name cut to the length
+    limit; every error (arguments, output paths) writes nothing and leaves existing files as they were."""
+    import json
+
+    from raylab.results.promote import configuration_key
+    from raylab.spec.rules import MAX_NAME_LENGTH
+
+    name = "n" * 95  # "-best-4" would make it 102 bytes
+    common = {"name": name, "task": [{"name": "copy", "delay": 5, "eval_size": 20}, {"name": "copy", "delay": 6, "eval_size": 20}], "seeds": [0, 1]}
+    rnn = write(tmp_path, **common, variants=BASE["variants"][:1], training={"steps": 4, "eval_every": 2})
+    lstm = rnn.with_name("lstm.yaml")
+    lstm.write_text(yaml.safe_dump({**BASE, "storage": str(tmp_path / "results"), **common, "variants": BASE["variants"][1:], "training": {"steps": 6, "eval_every": 2}}))
+    assert main(["run", str(rnn)]) == 0 and main(["run", str(lstm)]) == 0
+    sweep_dir = tmp_path / "results" / name
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 8 and set(trials["status"]) == {"finished"}
+    capsys.readouterr()
+
+    def refused(*args: str) -> str:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert main(["best", str(sweep_dir), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == before, err
+        return err
+
+    out = tmp_path / "best.yaml"
+    assert "--seeds: must be at least 1, got 0" in refused("--seeds", "0", "--out", str(out))
+    assert "--metric: no final values of 'val/los' (available: train/acc, train/loss, val/acc, val/loss)" in refused("--seeds", "2", "--out", str(out), "--metric", "val/los")
+    assert "--metric: no final values of 'test/loss'" in refused("--seeds", "2", "--out", str(out), "--metric", "test/loss")
+    parquet = (sweep_dir / "trials.parquet").read_bytes()
+    assert "is inside the experiment" in refused("--seeds", "2", "--out", str(sweep_dir / "trials.parquet"))
+    assert (sweep_dir / "trials.parquet").read_bytes() == parquet
+    (tmp_path / "mine-2.yaml").write_text("name: my own file\n")
+    assert f"--out: {tmp_path / 'mine-2.yaml'} exists and was not written by raylab best" in refused("--seeds", "2", "--out", str(tmp_path / "mine.yaml"))
+    assert (tmp_path / "mine-2.yaml").read_text() == "name: my own file\n"
+    assert "bytes long, at most" in refused("--seeds", "2", "--out", str(tmp_path / ("x" * 250 + ".yaml")))
+    (tmp_path / "blocked-4.yaml").mkdir()
+    assert f"--out: {tmp_path / 'blocked-4.yaml'} is a directory" in refused("--seeds", "2", "--out", str(tmp_path / "blocked.yaml"))
+
+    for _ in range(2):  # the second time overwrites the files the first wrote
+        assert main(["best", str(sweep_dir), "--seeds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "copy delay=5 RNN h=8: final val/loss" in printed and "copy delay=6 LSTM h=8: final val/loss" in printed
+    written = [tmp_path / f"best-{i}.yaml" for i in range(1, 5)]
+    assert printed.count("wrote ") == 8 and all(f"wrote {path} (2 trials: 1 configurations x 2 seeds)" in printed for path in written)
+    scored = {(configuration_key(t), json.dumps(t["task"], sort_keys=True), t["variant"], t["hidden_size"])
+              for t in map(json.loads, trials["trial_json"])}
+    names = set()
+    for path in written:
+        promoted = load_sweep(path)
+        names.add(promoted.spec.name)
+        assert len(promoted.spec.name.encode()) <= MAX_NAME_LENGTH and promoted.spec.name.endswith(f"-best-{path.stem[-1]}")
+        assert promoted.spec.seeds == [2, 3]  # the smallest seeds the experiment did not use
+        for trial in promoted.trials:
+            assert (configuration_key(trial), json.dumps(trial["task"], sort_keys=True), trial["variant"], trial["hidden_size"]) in scored
+    assert len(names) == 4

@@ -90,3 +90,19 @@ def test_a_figure_beside_the_runs_does_not_make_the_parquet_stale_but_a_result_d
     assert newer_than_trials_file(tmp_path) is None
     os.utime(run / "result.json", (past + 20, past + 20))
     assert newer_than_trials_file(tmp_path) == str(run / "result.json")
+
+
+def test_status_comes_from_why_the_loop_ended_a_trial_and_old_trials_keep_the_old_rule():
+    from raylab.training.ending import terminated_status
+
+    budget = {"steps": 20}
+    row = {"step": 9, "report_format": 2}
+    assert terminated_status([{**row, "end": "lr_stop"}], searched=True, training=budget) == "finished"  # below budget, ended by its lr
+    assert terminated_status([{"step": 20, "report_format": 2, "end": "budget"}], searched=False, training=budget) == "finished"
+    assert terminated_status([row], searched=True, training=budget) == "stopped"  # no end: ended from outside the loop
+    assert terminated_status([{"step": 20, "report_format": 2}], searched=False, training=budget) == "stopped"  # at its budget too
+    assert terminated_status([{**row, "diverged": 1, "end": "diverged"}], searched=False, training=budget) == "diverged"
+    # Written before the loop recorded `end`: searched and below budget was stopped, anything else finished.
+    assert terminated_status([{"step": 9}], searched=True, training=budget) == "stopped"
+    assert terminated_status([{"step": 9}], searched=False, training=budget) == "finished"
+    assert terminated_status([{"step": 20}], searched=True, training=budget) == "finished"

@@ -120,6 +120,18 @@ def test_a_resumed_trial_equals_the_uninterrupted_one(case, request):
         assert "test/loss" in whole[-1][0]  # the best-model copy was restored and evaluated
 
 
+def test_the_last_evaluation_reports_the_final_splits_and_why_it_ended(shared_data):
+    """One report at the budget holds validation and test metrics and `end`, so a scheduler that stops
+    the trial on it cannot drop the test split; a restore from its checkpoint reports the same values."""
+    whole = record(PSMNIST, str(shared_data))
+    last, blob = whole[-1]
+    assert last["step"] == 6 and last["end"] == "budget" and blob is not None
+    assert {"val/loss", "val/acc", "test/loss", "test/acc"} <= set(last) and not any("test/loss" in m or "end" in m for m, _ in whole[:-1])
+    again, = record(PSMNIST, str(shared_data), loaded(blob))  # e.g. the driver died before recording the last report
+    assert again[1] is None and again[0]["end"] == "budget"
+    assert {k: v for k, v in again[0].items() if k.split("/")[0] in ("val", "test")} == {k: v for k, v in last.items() if k.split("/")[0] in ("val", "test")}
+
+
 def test_the_lr_schedule_is_exercised_and_resumes(shared_data):
     """PTB-char's plateau decay halves the lr in the uninterrupted run, before its last checkpoint."""
     whole = record(PTB_CHAR, str(shared_data))

@@ -138,6 +138,8 @@ def test_step_decay_and_the_stop_in_the_loop():
     assert [m["step"] for m, _ in reports] == [2, 4, 6, 8, 9]  # the stop forces a last evaluation
     assert [lrs(c)[0] for _, c in reports] == pytest.approx([1e-3, 1e-4, 1e-5, 1e-5, 1e-6])  # drops at 3, 6, 9
     assert reports[-1][1]["schedule"]["stopped"] and reports[-1][1]["schedule"]["drops"] == 3
+    assert reports[-1][0]["end"] == "lr_stop" and not any("end" in m for m, _ in reports[:-1])  # why it ended, for its status
+    assert all(m["report_format"] == 2 for m, _ in reports)
 
 
 def test_a_restored_trial_continues_the_schedule():

@@ -98,11 +98,12 @@ def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] 
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    """Promote the best configuration of each task x variant x hidden size to a sweep with fresh seeds."""
+    """Promote the best configuration of each task x variant x hidden size to a sweep with fresh seeds.
+
+    Every file is resolved and checked in memory before any is written; on an error nothing is written."""
     import json
 
     from raylab.planning import storage
-    from raylab.planning.sweep import load_sweep
     from raylab.results import promote
     from raylab.results.aggregate import load_trials
     from raylab.results.collect import TRIALS_FILE, collect
@@ -117,22 +118,24 @@ def cmd_best(args: argparse.Namespace) -> int:
         collect(args.experiment)
     trials = load_trials(args.experiment)
     manifest = promote.latest_manifest(args.experiment)
+    finished = trials[trials["status"] == "finished"]
+    if finished.empty:
+        raise UsageError(f"{args.experiment}: no finished trial to promote")
     if args.metric:
         metric, mode = args.metric, metric_mode(args.metric)
     else:
-        finished = trials[trials["status"] == "finished"]
-        if finished.empty:
-            raise UsageError(f"{args.experiment}: no finished trial to promote")
         metric, mode = promote.default_metric(manifest, json.loads(finished["trial_json"].iloc[0]))
+    promote.check_selection_metric(metric, [json.loads(text) for text in finished["trial_json"]])
     choices = promote.choose(trials, metric, args.stat, mode)
     lines = [promote.explain(choice, metric, args.stat) for choice in choices]
-    print(f"raylab: best by mean {args.stat} {metric} over seeds ({mode}imized), finished trials only:")
+    lines += [f"{slot}: no configuration finished a seed with a finite {args.stat} {metric}; not promoted" for slot in promote.skipped_slots(trials, choices)]
+    seeds = promote.fresh_seeds(trials, args.seeds)
+    prepared = promote.prepare(choices, manifest["sweep"], seeds, out, args.experiment, lines)  # checked, nothing written yet
+    print(f"raylab: best by mean {args.stat} {metric} over finished seeds ({mode}imized); {promote.RANKING}:")
     print("\n".join(f"  {line}" for line in lines))
-    sweeps = promote.promoted_sweeps(choices, manifest["sweep"], promote.fresh_seeds(trials, args.seeds))
-    for path, data in zip(promote.output_paths(out, len(sweeps)), sweeps):
-        promote.write_sweep(path, data, args.experiment, lines)
-        sweep = load_sweep(path)  # what was written runs: the same checks as `raylab validate`
-        print(f"wrote {path} ({len(sweep.trials)} trials: {len(data['variants'])} configurations x {args.seeds} seeds)")
+    promote.write_sweeps([file for file, _ in prepared])
+    for file, sweep in prepared:
+        print(f"wrote {file.path} ({len(sweep.trials)} trials: {len(file.data['variants'])} configurations x {args.seeds} seeds)")
     return 0
 
 

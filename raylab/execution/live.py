@@ -25,7 +25,8 @@ from ray import tune  # noqa: E402
 
 from raylab.planning.space import primary_metric
 from raylab.planning.sweep import trial_name
-from raylab.results.collect import last_line, reached_budget
+from raylab.results.collect import last_line
+from raylab.training.ending import END_KEY, END_LR_STOP, terminated_status
 from raylab.training.metrics import metric_mode
 
 REDRAW_EVERY_S = 0.25  # at most four redraws a second: cheap on a slow terminal or an ssh link
@@ -88,9 +89,13 @@ class ProgressPrinter(tune.Callback):
         self._print(f"{trial_display_name(trial):<28} step {result.get('step', '?')}/{total}  {shown}{flag}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        diverged = (trial.last_result or {}).get("diverged")
-        stopped = bool(trial.config.get("sample")) and not diverged and not reached_budget([trial.last_result or {}], trial.config["trial"]["training"])
-        outcome = "diverged (non-finite loss)" if diverged else "stopped early by the scheduler" if stopped else "finished"
+        last = trial.last_result or {}
+        status = terminated_status([last], bool(trial.config.get("sample")), trial.config["trial"]["training"])  # as results will say
+        outcome = {
+            "diverged": "diverged (non-finite loss)",
+            "stopped": "stopped early by the scheduler",
+            "finished": "finished (lr fell below lr_stop_below)" if last.get(END_KEY) == END_LR_STOP else "finished",
+        }[status]
         self._print(f"{trial_display_name(trial):<28} {outcome}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -61,11 +61,13 @@ def smoke_task(spec: Any) -> Any:
     return spec  # a bad spec fails validation later, with the usual message
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False) -> Sweep:
-    """Read, override, validate and resolve a sweep file. Every error names the file and the key."""
+def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False, text: str | None = None) -> Sweep:
+    """Read, override, validate and resolve a sweep file. Every error names the file and the key.
+
+    With `text`, the file's contents are that text (`raylab best` checks a file before writing it)."""
     path = Path(path)
     try:
-        data = read_sweep_file(path)
+        data = read_sweep_file(path, text)
         for text in overrides:
             keys, value = parse_override(text)
             apply_override(data, keys, value, text)

@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raylab.planning import storage
+from raylab.training.ending import terminated_status
 from raylab.training.metrics import metric_mode
 from raylab.results.provenance import code_version
 
@@ -38,7 +39,8 @@ TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 MANIFEST = "raylab.json"
 RESULT_FILE = "result.json"
-# `stopped`: ended early by a search's scheduler (ASHA), a result of the search, not a failure.
+# `stopped`: ended from outside the training loop, by a search's scheduler (ASHA): a result of the
+# search, not a failure. `finished`: the loop ended it at its budget or by `lr_stop_below`.
 STATUS_RANK = {"finished": 3, "diverged": 3, "stopped": 3, "errored": 2, "unfinished": 1, "pending": 0}
 DONE_STATUSES = ("finished", "diverged", "stopped")
 TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
@@ -140,12 +142,10 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         trial = resolved_trial(config)
     results = read_results(trial_dir)
     points = curve_points(trial_id, results)
-    if status == "finished" and any(r.get("diverged") for r in results):
-        status = "diverged"
+    if status == "finished":  # Tune terminated it: why, the loop recorded (raylab.training.ending)
+        status = terminated_status(results, bool(config.get("sample")), trial["training"])
     if status == "pending" and results:
         status = "unfinished"  # Tune files an interrupted trial as PENDING again; it did train
-    if status == "finished" and config.get("sample") and results and not reached_budget(results, trial["training"]):
-        status = "stopped"  # Tune terminated a searched trial before its budget: the search's scheduler did
 
     provenance = runtime.get("provenance", {})
     row: dict[str, Any] = {
@@ -176,13 +176,6 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         flatten(f"config.{key}", trial[key], row)
     row.update(summarize_curve(points))
     return row, points
-
-
-def reached_budget(results: list[dict], training: dict) -> bool:
-    """Whether a trial's reports reach its training budget (the last evaluation is at the budget)."""
-    if training.get("steps") is not None:
-        return max((int(r["step"]) for r in results if "step" in r), default=0) >= int(training["steps"])
-    return max((float(r["epoch"]) for r in results if "epoch" in r), default=0.0) >= float(training["epochs"]) - 1e-9
 
 
 def last_line(path: str | Path | None) -> str | None:

@@ -16,7 +16,7 @@ import yaml
 
 from raylab.spec.rules import check_distinct, check_seeds, check_sweep_name
 from raylab.spec.typecheck import ConfigError, check_positive, from_mapping
-from raylab.spec.yamlfile import load_yaml_text
+from raylab.spec.yamlfile import load_yaml_text, parse_yaml_text
 
 
 @dataclass(frozen=True)
@@ -269,11 +269,15 @@ def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
             raise ConfigError(f"override {text!r}: {'.'.join(path[:depth])} is not a mapping or list")
 
 
-def read_sweep_file(path: str | Path) -> dict:
+def read_sweep_file(path: str | Path, text: str | None = None) -> dict:
+    """The data of a sweep file; with `text`, of that text as the file at `path` (checked before it is written)."""
     path = Path(path)
-    if not path.is_file():
+    if text is not None:
+        data = parse_yaml_text(text, path)
+    elif not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
-    data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
+    else:
+        data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -40,6 +40,11 @@ def load_yaml_text(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start} is {path.read_bytes()[error.start]:#04x})") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    return parse_yaml_text(text, path)
+
+
+def parse_yaml_text(text: str, path: Path) -> Any:
+    """The YAML data of a file's text (`path` names it in errors; a file not yet written, too)."""
     try:
         data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except RecursionError:

@@ -3,6 +3,9 @@
 `run_trial(trial, report, restored)` trains the resolved trial dict (see `sweep.py`) and calls
 `report(metrics, checkpoint)` at every evaluation, with flat `split/name` metric keys and a
 checkpoint dict from which a retried trial continues exactly where it stopped.
+
+Every report carries `report_format`, and the last report of a trial that the loop itself ended
+carries `end`, why it ended (`raylab.training.ending`): results derive a trial's status from it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from raylab.training.metrics import metric_mode
 from raylab.networks.model import SequenceModel, build_model, detach_state
 from raylab.networks.optim import build_optimizer
 from raylab.spec.registry import build
+from raylab.training.ending import END_BUDGET, END_DIVERGED, END_KEY, END_LR_STOP, FORMAT_KEY, REPORT_FORMAT
 from raylab.training.checkpoint import check_entries, pack_carried_state, restore_rng_states, rng_states, unpack_carried_state
 from raylab.networks.schedules import LrSchedule
 from raylab.tasks import TASKS
@@ -168,7 +172,9 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     """Train one resolved trial to its budget, reporting and checkpointing at each evaluation.
 
     A trial diverges (reports `diverged: 1` and stops, without a checkpoint) when its training
-    objective or an evaluation metric is not finite.
+    objective or an evaluation metric is not finite. The last evaluation (budget reached or lr stop)
+    reports the final splits in the same report as its validation metrics, with `end`: a scheduler
+    that stops the trial on that report cannot drop them.
     """
     device = device or pick_device()
     training = from_mapping(TrainingSpec, trial["training"], "training")
@@ -191,6 +197,9 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
     mode = metric_mode(task.primary_metric)
     stats = StepStats(device)
 
+    def send(metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        report({**metrics, FORMAT_KEY: REPORT_FORMAT}, checkpoint)
+
     def checkpoint() -> dict:
         return {
             "model": model.state_dict(),
@@ -201,8 +210,32 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
             "carried_state": pack_carried_state(state),
         }
 
+    def ended() -> str | None:
+        """Why the loop ends here, or None while it goes on."""
+        if lr_schedule.stopped:
+            return END_LR_STOP
+        return END_BUDGET if progress.step >= schedule.total_steps else None
+
+    def final_splits() -> dict[str, float]:
+        """The final splits on the best-validation model; the live weights are put back afterwards,
+        so the checkpoint sent with them holds the trained model, as at every other evaluation."""
+        if not task.final_splits or progress.best_model is None:
+            return {}
+        trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(progress.best_model)
+        metrics = evaluate_splits(task, model, task.final_splits)
+        model.load_state_dict(trained)
+        return metrics
+
+    if ended() is not None:
+        # Restored from the checkpoint of the last evaluation (its report may not have been recorded):
+        # report the end again; evaluations are deterministic, so the values are those reported before.
+        metrics = {**schedule.position(progress.step), **evaluate_splits(task, model, task.eval_splits)}
+        send({**metrics, **final_splits(), END_KEY: ended()}, None)
+        return
+
     model.train()
-    while progress.step < schedule.total_steps and not lr_schedule.stopped:
+    while ended() is None:
         batch = task.train_batch(progress.step, trial["seed"])
         state = None if batch.reset_state else detach_state(state)
         outputs, state = model(batch.inputs, state)
@@ -223,18 +256,18 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
         progress.step += 1
         lr_schedule.after_step(optimizer, model, progress)  # step decay, before this step's checkpoint
 
-        evaluating = progress.step % schedule.eval_every_steps == 0 or progress.step == schedule.total_steps or lr_schedule.stopped
+        evaluating = progress.step % schedule.eval_every_steps == 0 or ended() is not None
         if evaluating or progress.step % FINITE_CHECK_EVERY == 0:
             diverged = stats.diverged_at()
             if diverged is not None:
                 # A diverged trial is a result, not a crash: report it at its own step and stop without retrying.
                 step, value = diverged
-                report({**schedule.position(step + 1), "train/loss": value, "diverged": 1}, None)
+                send({**schedule.position(step + 1), "train/loss": value, "diverged": 1, END_KEY: END_DIVERGED}, None)
                 return
         if evaluating:
             metrics = {**schedule.position(progress.step), **stats.pop_means(), **evaluate_splits(task, model, task.eval_splits)}
             if not all_finite(metrics, task.eval_splits):
-                report({**metrics, "diverged": 1}, None)
+                send({**metrics, "diverged": 1, END_KEY: END_DIVERGED}, None)
                 return
             value = metrics[task.primary_metric]
             if is_better(value, progress.best_value, mode):
@@ -245,9 +278,10 @@ def run_trial(trial: dict, report: Report, restored: dict | None = None, data_di
                 lr_schedule.on_best(optimizer)
             else:
                 progress.stale_evals += 1
-                lr_schedule.after_stale_evaluation(optimizer, model, progress)
-            report(metrics, checkpoint())
-
-    if task.final_splits and progress.best_model is not None:
-        model.load_state_dict(progress.best_model)  # the best-validation model goes to the test set
-        report({**schedule.position(progress.step), **evaluate_splits(task, model, task.final_splits)}, None)
+                lr_schedule.after_stale_evaluation(optimizer, model, progress)  # a plateau drop may stop the trial here
+            end = ended()
+            if end is None:
+                send(metrics, checkpoint())
+            else:
+                saved = checkpoint()  # taken before the final splits are evaluated: a resume sees the same RNG states
+                send({**metrics, **final_splits(), END_KEY: end}, saved)
