@@ -60,6 +60,11 @@ def worker_pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys(parts))
 
 
+def uses_user_code(trials: list[dict]) -> bool:
+    """Whether any trial's cell or task is named by import path (user code, not raylab's)."""
+    return any(is_import_path(trial[kind]["name"]) for trial in trials for kind in ("cell", "task"))
+
+
 def user_modules(trials: list[dict], inside: Path) -> list[str]:
     """Files or package folders of the sweep's import-path cells and tasks that lie outside `inside`
     (the folder a job uploads anyway): `raylab submit` ships them as the job's py_modules."""
