@@ -6,6 +6,8 @@ the dedup hash and the Tune config all come from one place:
 
     {"variant": "RNN-orth", "task": {...}, "cell": {...}, "optimizer": {...}, "training": {...},
      "hidden_size": 128, "seed": 0, "n_params": 19081, "config_hash": "3f2a..."}
+
+and, for a cell or task named by import path, "user_code": a hash of that module's source.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from raylab.networks.model import build_model, check_cell_spec, count_parameters
 from raylab.spec.config import SweepSpec, VariantSpec, dump, merged_optimizer
 from raylab.spec.registry import build, check_options, with_defaults
 from raylab.spec.typecheck import ConfigError
+from raylab.spec.userimport import user_code_version
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
 
@@ -71,6 +74,7 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         where = f"variants[{index}].cell"
         cell_spec = check_cell_spec(variant.cell, where)
         optimizer = merged_optimizer(spec, index)
+        user_code = user_code_version((task_spec["name"], cell_spec["name"]))
         for hidden_size, budget in sized_grid(spec, variant, task, cell_spec, where):
             check_hidden_size(hidden_size, where)
             with on_meta_device():  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
@@ -90,6 +94,8 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
                 }
                 if label:
                     trial["task_label"] = label  # display only, like the variant label
+                if user_code is not None:
+                    trial["user_code"] = user_code  # the user modules' source, like code_version: not identity
                 trial["config_hash"] = config_hash(trial)
                 trials.append(trial)
     return trials
