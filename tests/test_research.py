@@ -275,7 +275,7 @@ class WideReadoutTask:
 '''
 
 FORWARD_BAD = [
-    ("OneArgument", "variants[0].cell.name: forwardcells:OneArgument: forward(inputs, None) fails on inputs of shape (2, 3, 10) (batch, steps, input_size): TypeError:"),
+    ("OneArgument", "variants[0].cell.name: forwardcells:OneArgument: forward must take (inputs, state), as the loop calls it: too many positional arguments"),
     ("BareTensor", "variants[0].cell.name: forwardcells:BareTensor: forward(inputs, None) must return (outputs, state), got a tensor of shape (2, 3, 8)"),
     ("TimeMajor", "variants[0].cell.name: forwardcells:TimeMajor: forward(inputs, None) on inputs of shape (2, 3, 10) (batch, steps, input_size) returned outputs of shape (3, 2, 8), expected (2, 3, 8)"),
     ("WrongWidth", "variants[0].cell.name: forwardcells:WrongWidth: forward(inputs, None) on inputs of shape (2, 3, 10) (batch, steps, input_size) returned outputs of shape (2, 3, 7), expected (2, 3, 8) (batch, steps, hidden_size)"),
@@ -316,3 +316,19 @@ def test_a_large_user_cell_is_checked_on_the_meta_device(tmp_path, capsys, forwa
     path = write(tmp_path, variants=[{"cell": {"name": "forwardcells:ReadsAValue"}}], hidden_sizes=big)
     assert main(["validate", str(path)]) == 0  # `.item()` has no meta kernel: said, not refused
     assert "raylab: warning: variants[0].cell.name: forwardcells:ReadsAValue: forward not checked before Ray starts" in capsys.readouterr().err
+
+
+def test_a_forward_that_fails_only_on_the_cpu_is_a_warning_for_a_gpu_sweep(tmp_path, capsys, forward_cells):
+    (tmp_path / "gpuonly.py").write_text(FORWARD_CELLS.split("class OneArgument")[0] + '''
+class CudaOnly(Base):
+    def forward(self, inputs, state=None):
+        if not inputs.is_cuda:
+            raise RuntimeError("this kernel runs on CUDA tensors only")
+        return self.rnn(inputs, state)
+''')
+    cpu = write(tmp_path, variants=[{"cell": {"name": "gpuonly:CudaOnly"}}])
+    assert main(["validate", str(cpu)]) == 2
+    assert "gpuonly:CudaOnly: forward(inputs, None) fails on inputs of shape (2, 3, 10) (batch, steps, input_size): RuntimeError: this kernel runs on CUDA tensors only" in capsys.readouterr().err
+    assert main(["validate", str(cpu), "resources.gpu=1"]) == 0  # validation is not where GPUs are counted
+    assert "on the CPU; not refused, since the trials run on a GPU" in capsys.readouterr().err
+    sys.modules.pop("gpuonly", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -59,8 +60,6 @@ def check_user_cell(factory: Any, name: str, where: str) -> None:
 
     `forward_reference`, `penalty` and `after_optimizer_step` stay optional, as for built-in cells.
     """
-    import inspect
-
     if not (inspect.isclass(factory) and issubclass(factory, nn.Module)):
         raise ConfigError(f"{where}.name: {name} is not a torch.nn.Module class")
     if factory.forward is nn.Module.forward:
@@ -112,7 +111,7 @@ CHECK_BATCH, CHECK_STEPS = 2, 3
 CPU_CHECK_LIMIT = 10_000_000
 
 
-def check_forward(task: Task, task_name: str, cell_spec: dict, hidden_size: int, cell_where: str, task_where: str) -> None:
+def check_forward(task: Task, task_name: str, cell_spec: dict, hidden_size: int, cell_where: str, task_where: str, on_gpu: bool = False) -> None:
     """Build the model and run its cell and readout once, as the training loop calls them, on a batch
     of the task's feature shape; one ConfigError naming the cell (or the task, for its readout) when
     a call fails or returns the wrong shapes.
@@ -123,7 +122,9 @@ def check_forward(task: Task, task_name: str, cell_spec: dict, hidden_size: int,
     a penalty is a scalar. The task's encoder and loss are not run: they need the task's data.
     A model of up to CPU_CHECK_LIMIT parameters runs on the CPU (the driver's random state is left as
     it was); a larger one on the meta device, where a failure may also be an operation that has no
-    meta kernel: that is a warning, not a refusal.
+    meta kernel: that is a warning, not a refusal. So is a call that fails on the CPU when the trials
+    run on a GPU (`on_gpu`): a cell may use a GPU-only kernel. A forward whose signature cannot take
+    `(inputs, state)` is refused everywhere.
     """
     with on_meta_device():
         model = build_model(task, cell_spec, hidden_size, cell_where)
@@ -135,8 +136,11 @@ def check_forward(task: Task, task_name: str, cell_spec: dict, hidden_size: int,
             except ConfigError:
                 raise
             except Exception as error:
-                raise ConfigError(f"{cell_where}.name: {name}: forward(inputs, None) fails on inputs of shape "
-                                  f"({CHECK_BATCH}, {CHECK_STEPS}, {task.input_size}) (batch, steps, input_size): {one_line(error)}") from None
+                failed = (f"{cell_where}.name: {name}: forward(inputs, None) fails on inputs of shape "
+                          f"({CHECK_BATCH}, {CHECK_STEPS}, {task.input_size}) (batch, steps, input_size): {one_line(error)}")
+                if not on_gpu:
+                    raise ConfigError(failed) from None
+                print(f"raylab: warning: {failed} on the CPU; not refused, since the trials run on a GPU", file=sys.stderr, flush=True)
         return
     try:
         with on_meta_device():
@@ -159,6 +163,11 @@ def forward_shapes(model: SequenceModel, task: Task, task_name: str, name: str, 
     hidden_size = model.cell.hidden_size if hasattr(model.cell, "hidden_size") else None
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else None
     features = torch.zeros(CHECK_BATCH, CHECK_STEPS, task.input_size, device=device)  # (B, T, I)
+
+    try:
+        inspect.signature(model.cell.forward).bind(features, None)  # how the loop calls it, on any device
+    except TypeError as error:
+        raise ConfigError(f"{cell_where}.name: {name}: forward must take (inputs, state), as the loop calls it: {error}") from None
 
     def cell_outputs(state: Any, call: str) -> tuple[Tensor, Any]:
         result = model.cell(features, state)

@@ -81,7 +81,8 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         for hidden_size, _ in grid:
             check_hidden_size(hidden_size, where)
         if user_code is not None:  # raylab's own cells and tasks run forward in tests/test_cells.py
-            check_forward_once(json.dumps(task_spec, sort_keys=True), json.dumps(cell_spec, sort_keys=True), min(size for size, _ in grid), where, task_where, user_code)
+            check_forward_once(json.dumps(task_spec, sort_keys=True), json.dumps(cell_spec, sort_keys=True), min(size for size, _ in grid), where, task_where, user_code,
+                               spec.resources.gpu > 0)
         for hidden_size, budget in grid:
             with on_meta_device():  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
                 n_params = count_parameters(build_model(task, cell_spec, hidden_size, where))
@@ -108,13 +109,13 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
 
 
 @functools.lru_cache(maxsize=256)
-def check_forward_once(task_json: str, cell_json: str, hidden_size: int, cell_where: str, task_where: str, user_code: str) -> None:
+def check_forward_once(task_json: str, cell_json: str, hidden_size: int, cell_where: str, task_where: str, user_code: str, on_gpu: bool) -> None:
     """`check_forward` once per (task spec, cell spec, user code) in this process: a `grid:` resolves the
     sweep once per grid point, and hidden sizes and seeds do not change what the check shows. Run at
     the variant's smallest hidden size, the cheapest to build. `user_code` is in the key so that an
     edited module is checked again."""
     task_spec, cell_spec = json.loads(task_json), json.loads(cell_json)
-    check_forward(build(TASKS, task_spec, task_where), task_spec["name"], cell_spec, hidden_size, cell_where, task_where)
+    check_forward(build(TASKS, task_spec, task_where), task_spec["name"], cell_spec, hidden_size, cell_where, task_where, on_gpu)
 
 
 def sized_grid(spec: SweepSpec, variant: VariantSpec, task: Any, cell_spec: dict, where: str) -> list[tuple[int, int | None]]:

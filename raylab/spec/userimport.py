@@ -117,5 +117,9 @@ def fingerprint(root: Path, path: str) -> bytes:
     digest = hashlib.sha256()
     for file in files:
         name = file.name if file == root else file.relative_to(root).as_posix()
-        digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+        try:
+            content = file.read_bytes()
+        except OSError as error:  # a broken link or an unreadable file the import did not need: hashed as such
+            content = f"<unreadable: {error.strerror}>".encode()
+        digest.update(name.encode() + b"\0" + content + b"\0")
     return digest.hexdigest().encode()
