@@ -140,9 +140,10 @@ def test_a_rerun_says_when_skipped_trials_came_from_other_code(tmp_path, capsys)
 
     trials = trials_of(tmp_path, SWEEP)
     done = {trials[0]["config_hash"]: "aaaaaaaaaaaa torch 2.0", trials[1]["config_hash"]: "bbbbbbbbbbbb torch 2.5"}
-    print_code_change(done, trials, "bbbbbbbbbbbb torch 2.5")
+    now = {"git_commit": "bbbbbbbbbbbb", "versions": {"torch": "2.5"}}
+    print_code_change(done, trials, now)
     assert capsys.readouterr().out.startswith("raylab: 1 of the skipped trials were computed by other code (aaaaaaaaaaaa torch 2.0; now bbbbbbbbbbbb torch 2.5)")
-    print_code_change({trials[0]["config_hash"]: "bbbbbbbbbbbb torch 2.5"}, trials, "bbbbbbbbbbbb torch 2.5")
+    print_code_change({trials[0]["config_hash"]: "bbbbbbbbbbbb torch 2.5"}, trials, now)
     assert capsys.readouterr().out == ""
 
 
@@ -164,3 +165,76 @@ def test_a_plot_draws_one_curve_per_configuration_and_names_what_differs(tmp_pat
     by = table_groups(trials)
     assert by[-1] == "config.optimizer.lr" and curve_label(by, ("copy", "LSTM", 8, 0.5), 3) == "copy LSTM 8 [optimizer.lr=0.5]"
     assert plot_curves([tmp_path], ["val/acc"], tmp_path / "acc.png").stat().st_size > 0
+
+
+USER_CELL = '''
+from torch import nn
+
+from mycells.helpers import GAIN
+
+
+class ScaledRNN(nn.Module):
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
+
+    def forward(self, inputs, state=None):
+        outputs, state = self.rnn(inputs * GAIN, state)
+        return outputs, state
+'''
+
+
+def write_user_package(root: Path, gain: str) -> None:
+    (root / "mycells").mkdir(exist_ok=True)
+    (root / "mycells" / "__init__.py").write_text("")
+    (root / "mycells" / "cells.py").write_text(USER_CELL)
+    (root / "mycells" / "helpers.py").write_text(f"GAIN = {gain}\n")
+
+
+def test_user_code_version_hashes_the_whole_user_package_and_nothing_of_raylab(tmp_path, monkeypatch):
+    from raylab.spec.userimport import import_object, user_code_version
+
+    import sys
+
+    write_user_package(tmp_path, "1.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import_object("mycells.cells:ScaledRNN", "cell.name")
+        first = user_code_version(["mycells.cells:ScaledRNN", "copy"])
+        assert first is not None and len(first) == 12
+        (tmp_path / "mycells" / "__pycache__").mkdir(exist_ok=True)
+        (tmp_path / "mycells" / "__pycache__" / "cells.cpython-311.pyc").write_bytes(b"compiled")
+        assert user_code_version(["mycells.cells:ScaledRNN"]) == first  # compiled files are not source
+        (tmp_path / "mycells" / "helpers.py").write_text("GAIN = 2.0\n")  # a module the cell imports, not the cell's own file
+        assert user_code_version(["mycells.cells:ScaledRNN"]) not in (None, first)
+        assert user_code_version(["lstm", "copy"]) is None
+        assert user_code_version(["raylab.cells.lstm:LSTM"]) is None  # raylab's own code: code_version has its commit
+    finally:
+        for name in ("mycells", "mycells.cells", "mycells.helpers"):
+            sys.modules.pop(name, None)
+
+@pytest.mark.ray
+def test_editing_a_user_cell_between_runs_is_said_by_the_rerun_and_the_table(tmp_path):
+    import subprocess
+    import sys
+
+    write_user_package(tmp_path, "1.0")
+    sweep = {**SWEEP, "variants": [{"cell": {"name": "mycells.cells:ScaledRNN"}, "label": "Scaled"}], "seeds": [0], "storage": "results"}
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(sweep))
+
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "raylab.cli", "run", "user.yaml", *overrides, "--num-cpus", "1"]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "computed by other code" not in first.stdout
+    (tmp_path / "mycells" / "helpers.py").write_text("GAIN = 0.5\n")  # the user edits the cell's code
+    second = run("seeds=[0,1]")  # seed 0 is kept from the old code, seed 1 runs with the new
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "raylab: 1 of the skipped trials were computed by other code" in second.stdout, second.stdout
+    trials = pd.read_parquet(tmp_path / "results" / "ident" / "trials.parquet").sort_values("seed")
+    old, new = trials["user_code"].tolist()
+    assert old != new and trials["code_version"].tolist() == [f"{v} user {h}" for v, h in zip(trials["code_version"].str.split(" user ").str[0], (old, new))]
+    assert "note: 1 row(s) pool seeds computed by different code (code_version): copy Scaled" in second.stderr, second.stderr

@@ -12,6 +12,7 @@ import yaml
 from raylab.training.process_state import BACKEND_FLAGS, FRESH_SETTINGS, SETTINGS, read_settings, reset_process_state
 
 # A value other than PyTorch's default for every reset setting: what a careless trial might leave.
+OTHER_ENGINE = next(engine for engine in torch.backends.quantized.supported_engines if engine not in (torch.backends.quantized.engine, "none"))
 DIRTY = {
     "default_dtype": torch.float64,
     "default_device": torch.device("meta"),
@@ -19,9 +20,23 @@ DIRTY = {
     "anomaly_detection": (True, False),
     "deterministic_algorithms": (True, True),
     "autograd_multithreading": False,
+    "deterministic_fill_uninitialized_memory": False,
+    "cuda.preferred_linalg_library": "magma",  # the solver behind matrix_exp and eigh (expRNN, nnRNN)
+    "cuda.preferred_blas_library": "cublaslt",
+    "cuda.flash_sdp": False,
+    "cuda.mem_efficient_sdp": False,
+    "cuda.math_sdp": False,
+    "cuda.cudnn_sdp": False,
+    "cuda.math_sdp_fp16_bf16_reduction": True,
+    "mha_fastpath": False,
+    "nnpack": False,
+    "warn_always": True,
+    "sparse_invariants": True,
     "numpy_errors": {"divide": "raise", "over": "raise", "under": "raise", "invalid": "raise"},
     **{
-        f"backends.{path}": (not FRESH_SETTINGS[f"backends.{path}"]) if path.endswith(("enabled", "benchmark", "deterministic", "reduction"))
+        f"backends.{path}": (not FRESH_SETTINGS[f"backends.{path}"]) if path.endswith(("enabled", "benchmark", "deterministic", "reduction", "accumulation"))
+        else OTHER_ENGINE if path == "quantized.engine"
+        else ("optimal" if FRESH_SETTINGS[f"backends.{path}"] != "optimal" else "greedy") if path == "opt_einsum.strategy"
         else ("ieee" if FRESH_SETTINGS[f"backends.{path}"] != "ieee" else "tf32")
         for path in BACKEND_FLAGS
     },
@@ -145,3 +160,80 @@ def test_trials_in_a_reused_ray_worker_give_the_fresh_curves_bit_for_bit(tmp_pat
     for task, rows in results.items():
         reported = [{k: v for k, v in row.items() if k in fresh_curves[task][i]} for i, row in enumerate(rows)]
         assert reported == fresh_curves[task], task
+
+
+def test_reset_puts_the_environment_back_as_the_first_trial_found_it(monkeypatch):
+    import os
+
+    import raylab.training.process_state as process_state
+
+    monkeypatch.setattr(process_state, "FRESH_ENVIRONMENT", None)
+    monkeypatch.setenv("RAYLAB_TEST_KEPT", "fresh")
+    monkeypatch.delenv("RAYLAB_TEST_ADDED", raising=False)
+    assert "environ.RAYLAB_TEST_KEPT" not in reset_process_state(torch.get_num_threads())  # the first trial: the snapshot
+    os.environ["RAYLAB_TEST_KEPT"] = "changed by a trial"
+    os.environ["RAYLAB_TEST_ADDED"] = "left by a trial"
+    changed = reset_process_state(torch.get_num_threads())
+    assert {"environ.RAYLAB_TEST_KEPT", "environ.RAYLAB_TEST_ADDED"} <= set(changed)
+    assert os.environ["RAYLAB_TEST_KEPT"] == "fresh" and "RAYLAB_TEST_ADDED" not in os.environ
+    del os.environ["RAYLAB_TEST_KEPT"]  # a trial may remove a variable too
+    assert "environ.RAYLAB_TEST_KEPT" in reset_process_state(torch.get_num_threads())
+    assert os.environ["RAYLAB_TEST_KEPT"] == "fresh"
+
+
+# A user cell that keeps state in its module: the first trial of a process fills the cache and every
+# later trial in that process reads the first one's values (issue 18, item 10).
+CACHED_CELL = '''
+import torch
+from torch import nn
+
+CACHE = {}
+
+
+class CachedRNN(nn.Module):
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
+        self.offset = CACHE.setdefault(hidden_size, torch.randn(hidden_size))  # drawn by the first trial only
+
+    def forward(self, inputs, state=None):
+        outputs, state = self.rnn(inputs, state)
+        return outputs + self.offset.to(outputs.device), state
+'''
+
+# One trial of a run's manifest in a process of its own (no validation first: it would build the cell
+# on the meta device and so fill the cache itself).
+ALONE = """
+import json, sys
+from raylab.training.loop import run_trial
+rows = []
+trial = next(t for t in json.load(open(sys.argv[1]))["trials"] if t["seed"] == int(sys.argv[2]))
+run_trial(trial, lambda metrics, state: rows.append(metrics))
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.ray
+def test_a_user_cell_with_a_module_level_cache_gives_each_trial_its_curve_alone(tmp_path):
+    (tmp_path / "cachecell.py").write_text(CACHED_CELL)
+    sweep = {
+        "name": "cached", "task": {"name": "copy", "delay": 5, "batch_size": 4, "eval_size": 8},
+        "variants": [{"cell": {"name": "cachecell:CachedRNN"}}], "hidden_sizes": [8], "seeds": [0, 1],
+        "training": {"steps": 4, "eval_every": 2}, "storage": str(tmp_path / "results"),
+    }
+    (tmp_path / "cached.yaml").write_text(yaml.safe_dump(sweep))
+    driver = subprocess.run([sys.executable, "-m", "raylab.cli", "run", "cached.yaml", "--num-cpus", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert driver.returncode == 0, driver.stdout + driver.stderr
+    reported = {}
+    for path in (tmp_path / "results" / "cached").glob("run-*/*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        reported[rows[0]["config"]["trial"]["seed"]] = rows
+    assert sorted(reported) == [0, 1]
+    [manifest] = (tmp_path / "results" / "cached").glob("run-*/raylab.json")
+    for seed, rows in reported.items():
+        alone = subprocess.run([sys.executable, "-c", ALONE, str(manifest), str(seed)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert alone.returncode == 0, alone.stderr
+        expected = json.loads(alone.stdout.strip().splitlines()[-1])
+        assert [{k: v for k, v in row.items() if k in expected[i]} for i, row in enumerate(rows)] == expected, f"seed {seed}"

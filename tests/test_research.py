@@ -341,3 +341,134 @@ def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, caps
         for trial in promoted.trials:
             assert (configuration_key(trial), json.dumps(trial["task"], sort_keys=True), trial["variant"], trial["hidden_size"]) in scored
     assert len(names) == 4
+
+
+# User cells that build fine but whose forward would fail in every trial after Ray starts (issue 18, item 12).
+FORWARD_CELLS = '''
+import torch
+from torch import nn
+
+
+class Base(nn.Module):
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
+
+
+class OneArgument(Base):
+    def forward(self, inputs):
+        return self.rnn(inputs)
+
+
+class BareTensor(Base):
+    def forward(self, inputs, state=None):
+        return self.rnn(inputs, state)[0]
+
+
+class TimeMajor(Base):
+    def forward(self, inputs, state=None):
+        outputs, state = self.rnn(inputs, state)
+        return outputs.transpose(0, 1), state
+
+
+class WrongWidth(Base):
+    def forward(self, inputs, state=None):
+        outputs, state = self.rnn(inputs, state)
+        return outputs[..., :-1], state
+
+
+class AllStatesAsState(Base):
+    def forward(self, inputs, state=None):
+        outputs, _ = self.rnn(inputs, state)
+        return outputs, outputs  # (B, T, H): nn.RNN cannot take it back
+
+
+class VectorPenalty(Base):
+    def forward(self, inputs, state=None):
+        return self.rnn(inputs, state)
+
+    def penalty(self):
+        return self.rnn.weight_hh_l0.pow(2).sum(0)
+
+
+class ReadsAValue(Base):
+    """Valid, but `.item()` has no meta kernel: the check runs it on the CPU instead of refusing it."""
+
+    def forward(self, inputs, state=None):
+        outputs, state = self.rnn(inputs, state)
+        scale = float(inputs.abs().max().item()) + 1.0
+        return outputs / scale, state
+
+
+class WideReadoutTask:
+    def __init__(self) -> None:
+        from raylab.tasks.copying import CopyTask
+
+        self.inner = CopyTask(delay=5, eval_size=10)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def readout(self, hidden_size):
+        return nn.Linear(hidden_size, self.inner.output_size + 1)
+'''
+
+FORWARD_BAD = [
+    ("OneArgument", "variants[0].cell.name: forwardcells:OneArgument: forward must take (inputs, state), as the loop calls it: too many positional arguments"),
+    ("BareTensor", "variants[0].cell.name: forwardcells:BareTensor: forward(inputs, None) must return (outputs, state), got a tensor of shape (2, 3, 8)"),
+    ("TimeMajor", "variants[0].cell.name: forwardcells:TimeMajor: forward(inputs, None) on inputs of shape (2, 3, 10) (batch, steps, input_size) returned outputs of shape (3, 2, 8), expected (2, 3, 8)"),
+    ("WrongWidth", "variants[0].cell.name: forwardcells:WrongWidth: forward(inputs, None) on inputs of shape (2, 3, 10) (batch, steps, input_size) returned outputs of shape (2, 3, 7), expected (2, 3, 8) (batch, steps, hidden_size)"),
+    ("AllStatesAsState", "variants[0].cell.name: forwardcells:AllStatesAsState: forward(inputs, state) fails on the state its own forward returned"),
+    ("VectorPenalty", "variants[0].cell.name: forwardcells:VectorPenalty: penalty() must return a scalar tensor (it is added to the loss), got a tensor of shape (8,)"),
+]
+
+
+@pytest.fixture
+def forward_cells(tmp_path, monkeypatch):
+    (tmp_path / "forwardcells.py").write_text(FORWARD_CELLS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "forwardcells", raising=False)
+    yield
+    sys.modules.pop("forwardcells", None)
+
+
+@pytest.mark.parametrize(("cell", "message"), FORWARD_BAD, ids=[cell for cell, _ in FORWARD_BAD])
+def test_a_user_cell_whose_forward_would_fail_is_refused_before_ray_starts(tmp_path, capsys, forward_cells, cell, message):
+    path = write(tmp_path, variants=[{"cell": {"name": f"forwardcells:{cell}"}}], hidden_sizes=[16, 8])  # checked at the smallest
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == err.splitlines()[0] and f"{path}: {message}" in err, err
+
+
+def test_a_user_cell_or_task_that_runs_validates_and_a_wrong_readout_names_the_task(tmp_path, capsys, forward_cells):
+    assert main(["validate", str(write(tmp_path, variants=[{"cell": {"name": "forwardcells:ReadsAValue"}}]))]) == 0
+    path = write(tmp_path, task={"name": "forwardcells:WideReadoutTask"}, variants=[{"cell": {"name": "lstm"}}])
+    assert main(["validate", str(path)]) == 2
+    assert f"{path}: task.name: forwardcells:WideReadoutTask: its readout maps hidden states (2, 3, 8) to (2, 3, 10), expected (2, 3, 9) (output_size 9)" in capsys.readouterr().err
+
+
+def test_a_large_user_cell_is_checked_on_the_meta_device(tmp_path, capsys, forward_cells):
+    big = [4000]  # 16M recurrent weights: above the CPU check's limit, so shapes only
+    path = write(tmp_path, variants=[{"cell": {"name": "forwardcells:TimeMajor"}}], hidden_sizes=big)
+    assert main(["validate", str(path)]) == 2
+    assert "forwardcells:TimeMajor: forward(inputs, None) on inputs of shape (2, 3, 10) (batch, steps, input_size) returned outputs of shape (3, 2, 4000)" in capsys.readouterr().err
+    path = write(tmp_path, variants=[{"cell": {"name": "forwardcells:ReadsAValue"}}], hidden_sizes=big)
+    assert main(["validate", str(path)]) == 0  # `.item()` has no meta kernel: said, not refused
+    assert "raylab: warning: variants[0].cell.name: forwardcells:ReadsAValue: forward not checked before Ray starts" in capsys.readouterr().err
+
+
+def test_a_forward_that_fails_only_on_the_cpu_is_a_warning_for_a_gpu_sweep(tmp_path, capsys, forward_cells):
+    (tmp_path / "gpuonly.py").write_text(FORWARD_CELLS.split("class OneArgument")[0] + '''
+class CudaOnly(Base):
+    def forward(self, inputs, state=None):
+        if not inputs.is_cuda:
+            raise RuntimeError("this kernel runs on CUDA tensors only")
+        return self.rnn(inputs, state)
+''')
+    cpu = write(tmp_path, variants=[{"cell": {"name": "gpuonly:CudaOnly"}}])
+    assert main(["validate", str(cpu)]) == 2
+    assert "gpuonly:CudaOnly: forward(inputs, None) fails on inputs of shape (2, 3, 10) (batch, steps, input_size): RuntimeError: this kernel runs on CUDA tensors only" in capsys.readouterr().err
+    assert main(["validate", str(cpu), "resources.gpu=1"]) == 0  # validation is not where GPUs are counted
+    assert "on the CPU; not refused, since the trials run on a GPU" in capsys.readouterr().err
+    sys.modules.pop("gpuonly", None)

@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
     from raylab.execution import rerun
-    from raylab.results.provenance import code_version, provenance
+    from raylab.results.provenance import provenance
 
     sweep_dir = rerun.sweep_directory(sweep)
     # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(rerun.blocked_message(plan))
     for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
         print(line, flush=True)
-    print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
+    print_code_change(rerun.finished_code_versions(runs), plan.finished, provenance())
     if plan.continued or plan.new:
         from raylab.execution.raystart import start_ray_importing
 
@@ -86,12 +86,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return finish(sweep_dir, sweep.spec.plot)
 
 
-def print_code_change(done: dict[str, str], trials: list[dict], current: str) -> None:
-    """Say when skipped trials were computed by other code: they are kept, never silently mixed (docs/identity.md)."""
-    older = sorted({done[t["config_hash"]] for t in trials if t["config_hash"] in done} - {current})
-    if older:
-        count = sum(1 for t in trials if done.get(t["config_hash"], current) != current)
-        print(f"raylab: {count} of the skipped trials were computed by other code ({'; '.join(older)}; now {current}): "
+def print_code_change(done: dict[str, str], trials: list[dict], provenance: dict) -> None:
+    """Say when skipped trials were computed by other code (raylab's, torch's or the user modules'):
+    they are kept, never silently mixed (docs/identity.md)."""
+    from raylab.results.provenance import code_version
+
+    now = {t["config_hash"]: code_version(provenance, t.get("user_code")) for t in trials}
+    changed = [t for t in trials if t["config_hash"] in done and done[t["config_hash"]] != now[t["config_hash"]]]
+    if changed:
+        older = sorted({done[t["config_hash"]] for t in changed})
+        current = sorted({now[t["config_hash"]] for t in changed})
+        print(f"raylab: {len(changed)} of the skipped trials were computed by other code ({'; '.join(older)}; now {'; '.join(current)}): "
               "they are kept and the table notes rows that mix code versions; move them away to recompute (docs/identity.md)")
 
 

@@ -33,6 +33,7 @@ from raylab.execution.rerun import sweep_directory  # noqa: E402
 from raylab.execution.search import searched  # noqa: E402
 from raylab.execution.trainable import train  # noqa: E402
 from raylab.spec.typecheck import ConfigError  # noqa: E402
+from raylab.spec.userimport import uses_user_code  # noqa: E402
 
 # Module paths of the flat layout before the layers (docs/architecture.md). Tune pickles a run's
 # callbacks, name creators, searcher and scheduler into tuner.pkl by module path: a run interrupted
@@ -107,8 +108,12 @@ def make_trainable(resources: dict[str, float]) -> Any:
 
 def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
     # reuse_actors: the next trial with the same resources runs in the process of a finished one,
-    # skipping interpreter start and imports (seconds per trial); process_state.py cleans it.
-    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname, reuse_actors=True)
+    # skipping interpreter start and imports (seconds per trial); process_state.py cleans it. Not
+    # when a cell or task is user code: what its module keeps (a cache, a counter) no reset can
+    # know, so each trial gets a fresh process and imports it anew (the cost: docs/throughput.md).
+    # Tuner.restore reads this choice back from the run folder, so a resumed run keeps it.
+    reuse = not uses_user_code(sweep.trials)
+    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname, reuse_actors=reuse)
     run_config = tune.RunConfig(
         name=run_name,
         storage_path=sweep_directory(sweep),

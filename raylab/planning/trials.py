@@ -6,10 +6,13 @@ the dedup hash and the Tune config all come from one place:
 
     {"variant": "RNN-orth", "task": {...}, "cell": {...}, "optimizer": {...}, "training": {...},
      "hidden_size": 128, "seed": 0, "n_params": 19081, "config_hash": "3f2a..."}
+
+and, for a cell or task named by import path, "user_code": a hash of that module's source.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import typing
@@ -17,10 +20,11 @@ from typing import Any
 
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
 from raylab.networks.budget import MAX_HIDDEN, model_counter, solve_hidden_size
-from raylab.networks.model import build_model, check_cell_spec, count_parameters, on_meta_device
+from raylab.networks.model import build_model, check_cell_spec, check_forward, count_parameters, on_meta_device
 from raylab.spec.config import SweepSpec, VariantSpec, dump, merged_optimizer
 from raylab.spec.registry import build, check_options, with_defaults
 from raylab.spec.typecheck import ConfigError
+from raylab.spec.userimport import user_code_version
 from raylab.tasks import TASKS
 from raylab.tasks.protocol import Task
 
@@ -60,6 +64,7 @@ def task_label(task_spec: dict, task_specs: list[dict]) -> str:
 
 def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str) -> list[dict]:
     """The grid variants x hidden sizes x seeds of one task spec."""
+    task_where = where
     task = build(TASKS, task_spec, where)
     if task_spec["name"] not in TASKS and not isinstance(task, Task):
         missing = sorted(m for m in typing._get_protocol_attrs(Task) if not hasattr(task, m))
@@ -71,8 +76,14 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
         where = f"variants[{index}].cell"
         cell_spec = check_cell_spec(variant.cell, where)
         optimizer = merged_optimizer(spec, index)
-        for hidden_size, budget in sized_grid(spec, variant, task, cell_spec, where):
+        user_code = user_code_version((task_spec["name"], cell_spec["name"]))
+        grid = sized_grid(spec, variant, task, cell_spec, where)
+        for hidden_size, _ in grid:
             check_hidden_size(hidden_size, where)
+        if user_code is not None:  # raylab's own cells and tasks run forward in tests/test_cells.py
+            check_forward_once(json.dumps(task_spec, sort_keys=True), json.dumps(cell_spec, sort_keys=True), min(size for size, _ in grid), where, task_where, user_code,
+                               spec.resources.gpu > 0)
+        for hidden_size, budget in grid:
             with on_meta_device():  # counted without allocating: a 40000-unit LSTM costs what a 16-unit one does
                 n_params = count_parameters(build_model(task, cell_spec, hidden_size, where))
             check_model_size(n_params, hidden_size, where)
@@ -90,9 +101,21 @@ def resolve_task_trials(spec: SweepSpec, task_spec: dict, where: str, label: str
                 }
                 if label:
                     trial["task_label"] = label  # display only, like the variant label
+                if user_code is not None:
+                    trial["user_code"] = user_code  # the user modules' source, like code_version: not identity
                 trial["config_hash"] = config_hash(trial)
                 trials.append(trial)
     return trials
+
+
+@functools.lru_cache(maxsize=256)
+def check_forward_once(task_json: str, cell_json: str, hidden_size: int, cell_where: str, task_where: str, user_code: str, on_gpu: bool) -> None:
+    """`check_forward` once per (task spec, cell spec, user code) in this process: a `grid:` resolves the
+    sweep once per grid point, and hidden sizes and seeds do not change what the check shows. Run at
+    the variant's smallest hidden size, the cheapest to build. `user_code` is in the key so that an
+    edited module is checked again."""
+    task_spec, cell_spec = json.loads(task_json), json.loads(cell_json)
+    check_forward(build(TASKS, task_spec, task_where), task_spec["name"], cell_spec, hidden_size, cell_where, task_where, on_gpu)
 
 
 def sized_grid(spec: SweepSpec, variant: VariantSpec, task: Any, cell_spec: dict, where: str) -> list[tuple[int, int | None]]:

@@ -168,7 +168,8 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         "search_base": trial.get("search_base"),  # a searched trial: config_hash of the trial it was sampled from
         "search_samples": config.get("search_samples"),
         "trial_json": json.dumps(trial, sort_keys=True),  # the exact resolved trial, for `raylab best`
-        "code_version": code_version(provenance),  # not identity: see raylab/results/identity.py
+        "user_code": trial.get("user_code"),  # hash of the user modules' source (import-path cells and tasks), else None
+        "code_version": code_version(provenance, trial.get("user_code")),  # not identity: see raylab/results/identity.py
     }
     for package, version in provenance.get("versions", {}).items():
         row[f"version.{package}"] = version

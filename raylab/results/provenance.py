@@ -36,8 +36,10 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def code_version(provenance: dict) -> str:
-    """The code that computed a trial, in one short string: `<commit[:12]>[+dirty] torch <version>`.
+def code_version(provenance: dict, user_code: str | None = None) -> str:
+    """The code that computed a trial, in one short string: `<commit[:12]>[+dirty] torch <version>`,
+    and ` user <hash>` when its cell or task is user code (the trial's `user_code`, a hash of the
+    user modules' source: raylab/spec/userimport.py).
 
     Not part of a trial's identity (`config_hash`): a finished trial is not re-run because the code
     moved on, but `raylab run` and `raylab table` say when results of several code versions meet
@@ -45,7 +47,8 @@ def code_version(provenance: dict) -> str:
     """
     commit = provenance.get("git_commit") or "unknown"
     commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
-    return f"{commit} torch {provenance.get('versions', {}).get('torch') or 'unknown'}"
+    version = f"{commit} torch {provenance.get('versions', {}).get('torch') or 'unknown'}"
+    return f"{version} user {user_code}" if user_code else version
 
 
 def provenance() -> dict:
