@@ -209,3 +209,48 @@ def test_searched_run_killed_then_resumed_completes_its_samples(ray_1_cpu, tmp_p
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"}, trials[["status", "steps"]]
     assert trials["config.optimizer.lr"].nunique() == 3 and trials["search_base"].nunique() == 1
+
+
+@pytest.mark.ray
+def test_the_search_section_is_part_of_what_identifies_a_searched_trial(ray_1_cpu, tmp_path, capsys):
+    search = {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-1]}}}
+    sweep_file = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], search=search)
+    sweep_dir = tmp_path / "results" / "research"
+    assert main(["run", str(sweep_file)]) == 0
+    first = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(first) == 2 and set(first["status"]) == {"finished"}
+    capsys.readouterr()
+
+    # The same file again: the search finished, and no note about code that computed it (it was this code).
+    assert main(["run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 trials already finished" in out and "computed by other code" not in out, out
+
+    # More samples: a new search of 3, said in one line; it once reported "already finished" and ran nothing.
+    assert main(["run", str(sweep_file), "search.num_samples=3"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" not in out, out
+    assert "1 configuration(s) were searched before" in out and "(num_samples 2 -> 3): a new search starts" in out, out
+    grown = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(grown) == 5 and grown["search_base"].nunique() == 2 and set(grown["status"]) == {"finished"}
+    assert sorted(grown["config.search.num_samples"]) == [2, 2, 3, 3, 3]
+    # The new search draws the old one's samples first (same seed), yet they are rows of their own.
+    assert set(first["config.optimizer.lr"]) < set(grown["config.optimizer.lr"])
+
+    # Another space, and a scheduler: new searches too.
+    other_space = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}],
+                        search={**search, "space": {"optimizer.lr": {"uniform": [0.01, 0.02]}}})
+    assert main(["run", str(other_space)]) == 0
+    assert "(num_samples, space changed)" in capsys.readouterr().out  # against the newest earlier search, of 3
+    assert main(["run", str(other_space), "search.scheduler={grace_period: 5}"]) == 0
+    assert "(metric, mode, scheduler changed)" in capsys.readouterr().out
+    assert pd.read_parquet(sweep_dir / "trials.parquet")["search_base"].nunique() == 4
+
+    # Without the search section the trial is a plain one, never run before: it runs.
+    plain = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}])
+    assert main(["run", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" not in out and "without a search: section they are plain trials" in out, out
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    unsearched = trials[trials["search_base"].isna()]
+    assert len(unsearched) == 1 and unsearched["status"].tolist() == ["finished"] and unsearched["steps"].tolist() == [20]

@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(rerun.blocked_message(plan))
     for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
         print(line, flush=True)
-    print_code_change(rerun.finished_code_versions(runs), plan.finished, code_version(provenance()))
+    print_code_change(rerun.finished_code_versions(runs, plan.finished), plan.finished, code_version(provenance()))
     if plan.continued or plan.new:
         from raylab.execution.raystart import start_ray_importing
 

@@ -123,7 +123,29 @@ def resolve_grid(spec: SweepSpec) -> list[dict]:
         unique.setdefault(trial["config_hash"], trial)  # a cell option that does not apply repeats a trial
     if spec.search is not None:
         check_space(spec, list(unique.values()))
+        identity = search_identity(spec.search, list(unique.values()))
+        for trial in unique.values():
+            trial["search"] = identity  # part of the base's hash, and so of every sample's (config_hash)
+            trial["config_hash"] = config_hash(trial)
     return list(unique.values())
+
+
+def search_identity(search: Any, trials: list[dict]) -> dict:
+    """What identifies a search besides the trial it samples from (docs/identity.md): the space as
+    parsed (bounds as numbers), `num_samples`, the algorithm, and, with a scheduler, the scheduler
+    with every default written out and the metric and mode it stops by (resolved: leaving them out
+    or writing their defaults is the same search). Without a scheduler the metric and mode decide
+    nothing that is computed, so they are left out."""
+    identity: dict[str, Any] = {
+        "space": {key: dict([parse_domain(domain, f"search.space.{key}")]) for key, domain in sorted(search.space.items())},
+        "num_samples": search.num_samples,
+        "algorithm": search.algorithm,
+        "scheduler": None,
+    }
+    if search.scheduler is not None:
+        metric = search.metric or primary_metric(trials[0])
+        identity.update(scheduler=dump(search.scheduler), metric=metric, mode=search.mode or metric_mode(metric))
+    return identity
 
 
 def parse_domain(domain: Any, where: str) -> tuple[str, list]:
