@@ -237,3 +237,44 @@ def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed
     assert "continuing 1 unfinished trial(s)" in output, output
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert trials["status"].tolist() == ["finished"] * 3 and trials["steps"].tolist() == [STEPS] * 3
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_running_a_search_again_after_ctrl_c_continues_it_in_its_run(tmp_path):
+    sweep = {
+        "name": "search",
+        "task": {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20},  # about 0.2 s a step on one core
+        "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
+        "hidden_sizes": [128],
+        "seeds": [0],
+        "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
+        "search": {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-2]}}},
+        "storage": str(tmp_path / "results"),
+    }
+    sweep_file = tmp_path / "search.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    sweep_dir = tmp_path / "results" / "search"
+    command = ("run", str(sweep_file), "--num-cpus", "1")
+
+    first = raylab(*command)
+    deadline = time.monotonic() + 240
+    while len(result_rows(sweep_dir)) < 2:  # the first sample has two checkpoints
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    interrupted, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, interrupted
+
+    again = raylab(*command)  # what the interrupt message says to do; it once started both samples anew in a new run
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert "continuing 1 unfinished trial(s) from their checkpoints" in output, output
+    assert len(list(sweep_dir.glob("run-*"))) == 1
+    rows = result_rows(sweep_dir)
+    restored = [row for row in rows if row["iterations_since_restore"] < row["training_iteration"]]
+    assert restored and min(row["step"] for row in restored) > EVAL_EVERY  # continued, not from step 0
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert trials["status"].tolist() == ["finished", "finished"] and trials["search_base"].nunique() == 1
+    assert trials["config.optimizer.lr"].nunique() == 2 and trials["steps"].tolist() == [STEPS, STEPS]
