@@ -234,6 +234,9 @@ def test_the_search_section_is_part_of_what_identifies_a_searched_trial(ray_1_cp
     grown = pd.read_parquet(sweep_dir / "trials.parquet")
     assert len(grown) == 5 and grown["search_base"].nunique() == 2 and set(grown["status"]) == {"finished"}
     assert sorted(grown["config.search.num_samples"]) == [2, 2, 3, 3, 3]
+    # `raylab best` never pools the two searches' equal draws: that would count seed 0 twice.
+    assert main(["best", str(sweep_dir), "--seeds", "1", "--out", str(tmp_path / "best.yaml")]) == 0
+    assert "(n=1)" in (chosen := capsys.readouterr().out) and "(n=2)" not in chosen, chosen
     # The new search draws the old one's samples first (same seed), yet they are rows of their own.
     assert set(first["config.optimizer.lr"]) < set(grown["config.optimizer.lr"])
 
