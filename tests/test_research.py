@@ -61,6 +61,14 @@ BAD = [
     ({"search": {"space": {"optimizer.lr": {"normal": [0, 1]}}}}, "search.space.optimizer.lr: expected one of"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "algorithm": "hyperopt"}}, "search.algorithm: 'hyperopt' is not one of random"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "scheduler": {"grace_period": 50}}}, "search.scheduler.grace_period: 50 steps leaves nothing"),
+    # A typo in the metric once validated and silently turned ASHA off (it skips results without its metric).
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "metric": "val/los", "scheduler": {"grace_period": 5}}},
+     "search.metric: 'val/los' is not a metric of task 'copy' (valid: train/loss, train/acc, val/loss, val/acc)"),
+    ({"task": {"name": "mnist"}, "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "metric": "test/acc"}},
+     "search.metric: 'test/acc' is evaluated once, after training, on the final split"),
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "metric": "val/loss", "mode": "max"}},
+     "search.mode: max contradicts val/loss, which raylab ranks by min"),
+    ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "mode": "max"}}, "search.mode: max contradicts val/loss"),
     ({"seeds": [0, 1], "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}}}, "seeds: a search runs each sampled configuration on one seed"),
     ({"variants": [{"cell": {"name": "nosuchpkg.cells:Cell"}}]}, "variants[0].cell.name: no module 'nosuchpkg'"),
     ({"variants": [{"cell": {"name": "raylab.cells:Nope"}}]}, "variants[0].cell.name: module 'raylab.cells' has no 'Nope'"),
@@ -472,3 +480,51 @@ class CudaOnly(Base):
     assert main(["validate", str(cpu), "resources.gpu=1"]) == 0  # validation is not where GPUs are counted
     assert "on the CPU; not refused, since the trials run on a GPU" in capsys.readouterr().err
     sys.modules.pop("gpuonly", None)
+
+
+@pytest.mark.ray
+def test_the_search_section_is_part_of_what_identifies_a_searched_trial(ray_1_cpu, tmp_path, capsys):
+    search = {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-1]}}}
+    sweep_file = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}], search=search)
+    sweep_dir = tmp_path / "results" / "research"
+    assert main(["run", str(sweep_file)]) == 0
+    first = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(first) == 2 and set(first["status"]) == {"finished"}
+    capsys.readouterr()
+
+    # The same file again: the search finished, and no note about code that computed it (it was this code).
+    assert main(["run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 trials already finished" in out and "computed by other code" not in out, out
+
+    # More samples: a new search of 3, said in one line; it once reported "already finished" and ran nothing.
+    assert main(["run", str(sweep_file), "search.num_samples=3"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" not in out, out
+    assert "1 configuration(s) were searched before" in out and "(num_samples 2 -> 3): a new search starts" in out, out
+    grown = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(grown) == 5 and grown["search_base"].nunique() == 2 and set(grown["status"]) == {"finished"}
+    assert sorted(grown["config.search.num_samples"]) == [2, 2, 3, 3, 3]
+    # `raylab best` never pools the two searches' equal draws: that would count seed 0 twice.
+    assert main(["best", str(sweep_dir), "--seeds", "1", "--out", str(tmp_path / "best.yaml")]) == 0
+    assert "(n=1)" in (chosen := capsys.readouterr().out) and "(n=2)" not in chosen, chosen
+    # The new search draws the old one's samples first (same seed), yet they are rows of their own.
+    assert set(first["config.optimizer.lr"]) < set(grown["config.optimizer.lr"])
+
+    # Another space, and a scheduler: new searches too.
+    other_space = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}],
+                        search={**search, "space": {"optimizer.lr": {"uniform": [0.01, 0.02]}}})
+    assert main(["run", str(other_space)]) == 0
+    assert "(num_samples, space changed)" in capsys.readouterr().out  # against the newest earlier search, of 3
+    assert main(["run", str(other_space), "search.scheduler={grace_period: 5}"]) == 0
+    assert "(metric, mode, scheduler changed)" in capsys.readouterr().out
+    assert pd.read_parquet(sweep_dir / "trials.parquet")["search_base"].nunique() == 4
+
+    # Without the search section the trial is a plain one, never run before: it runs.
+    plain = write(tmp_path, variants=[{"cell": {"name": "lstm"}, "label": "LSTM"}])
+    assert main(["run", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" not in out and "without a search: section they are plain trials" in out, out
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    unsearched = trials[trials["search_base"].isna()]
+    assert len(unsearched) == 1 and unsearched["status"].tolist() == ["finished"] and unsearched["steps"].tolist() == [20]

@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true", help="one seed, a few steps, small data and 16-unit models, to try a file out (default: off)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     run.add_argument("--data-dir", help="where data sets live (default: $RAYLAB_DATA or each task's default)")
+    run.add_argument("--take-over", action="store_true",
+                     help="drive the sweep folder even though another driver's lease on it looks alive; only when you know that driver is dead (default: off; docs/resume.md)")
     run.add_argument("--dry-run", action="store_true", help="list the resolved trials and what would be skipped or continued; start nothing, write nothing (default: off)")
     run.set_defaults(handler=cmd_run)
 
@@ -37,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
                         help="errored trials: resume from their last checkpoint (default), restart from scratch, or leave them")
     resume.add_argument("--address", help="attach to a running Ray cluster, e.g. auto or ray://HEAD:10001 (default: start an embedded local Ray)")
     resume.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    resume.add_argument("--take-over", action="store_true",
+                        help="drive the sweep folder even though another driver's lease on it looks alive; only when you know that driver is dead (default: off; docs/resume.md)")
     resume.add_argument("--data-dir", help="where data sets live, if not where the interrupted run found them (default: the folder stored with each trial)")
     resume.set_defaults(handler=cmd_resume)
 

@@ -4,8 +4,10 @@ continuing what was interrupted) or resumed, then collected and tabled."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from raylab.cli.common import EXIT_INTERRUPTED, UsageError
@@ -44,28 +46,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
     from raylab.execution import rerun
-    from raylab.results.provenance import provenance
 
     sweep_dir = rerun.sweep_directory(sweep)
     # A re-run (up-arrow after an interrupt) or a grown sweep: skip what finished, continue what was
     # interrupted from its checkpoints, start the rest (raylab/execution/rerun.py).
     if args.smoke:
         print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
-    runs = rerun.earlier_runs(sweep_dir)
-    plan = rerun.plan_rerun(sweep.trials, runs)
     if args.dry_run:
+        from raylab.execution.lease import held_by_other
         from raylab.execution.preview import dry_run_lines
 
+        plan = rerun.plan_rerun(sweep.trials, rerun.earlier_runs(sweep_dir))
         print(f"raylab: dry run: {len(sweep.trials)} trials of {args.file} -> {sweep_dir} (nothing started, nothing written)")
         print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir)]))
         if plan.blocked:
             print(f"raylab: `raylab run` would stop: {rerun.blocked_message(plan)}")
+        held = held_by_other(sweep_dir)
+        if held:
+            print(f"raylab: `raylab run` would stop: {held}")
         return 0
+    # The plan is made while holding the sweep folder's lease: another driver's live run is never restored.
+    with driving(sweep_dir, f"raylab run {args.file}", args.take_over):
+        return run_plan(args, sweep, sweep_dir, data_dir)
+
+
+def run_plan(args: argparse.Namespace, sweep, sweep_dir: str, data_dir: str | None) -> int:
+    """Skip what finished, continue what was interrupted, start the rest (raylab/execution/rerun.py)."""
+    from raylab.execution import rerun
+    from raylab.results.provenance import provenance
+
+    runs = rerun.earlier_runs(sweep_dir)
+    plan = rerun.plan_rerun(sweep.trials, runs)
     if plan.blocked:
         raise UsageError(rerun.blocked_message(plan))
     for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
         print(line, flush=True)
-    print_code_change(rerun.finished_code_versions(runs), plan.finished, provenance())
+    print_code_change(rerun.finished_code_versions(runs, plan.finished), plan.finished, provenance())
     if plan.continued or plan.new:
         from raylab.execution.raystart import start_ray_importing
 
@@ -84,6 +100,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, sweep_dir)
     return finish(sweep_dir, sweep.spec.plot)
+
+
+@contextlib.contextmanager
+def driving(sweep_dir: str, command: str, take_over: bool) -> Iterator[None]:
+    """Hold the sweep folder's lease while the block runs (raylab/execution/lease.py); another live
+    driver's lease is one line and exit 2, before anything is read, restored or started."""
+    from raylab.execution.lease import LeaseHeld, acquire
+
+    try:
+        lease = acquire(sweep_dir, command, take_over=take_over)
+    except LeaseHeld as error:
+        raise UsageError(str(error)) from None
+    try:
+        yield
+    finally:
+        lease.release()  # on Ctrl-C and errors too; after SIGKILL the next driver finds it stale
 
 
 def print_code_change(done: dict[str, str], trials: list[dict], provenance: dict) -> None:
@@ -145,14 +177,24 @@ def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from raylab.execution import runner
     from raylab.planning import storage
-    from raylab.results.collect import MANIFEST, run_locations
+    from raylab.results.collect import MANIFEST
 
     data_dir = resolve_data_dir(args.data_dir)  # bad input fails before anything starts
     location = storage.absolute(args.experiment)
     if not storage.is_dir(location):
         raise UsageError(f"{args.experiment}: not a folder; give a sweep folder (<storage>/<name>) or one of its run-* folders")
+    is_one_run = storage.exists(storage.join(location, MANIFEST))
+    sweep_dir = location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location
+    with driving(sweep_dir, f"raylab resume {args.experiment}", args.take_over):
+        return resume_runs(args, location, sweep_dir, data_dir)
+
+
+def resume_runs(args: argparse.Namespace, location: str, sweep_dir: str, data_dir: str | None) -> int:
+    """Restore every run of `location` that has trials to continue, then collect and table the sweep."""
+    from raylab.execution import runner
+    from raylab.results.collect import run_locations
+
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
     if not pending:
@@ -164,8 +206,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 runner.resume_run(run, args.errored)
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, location)
-    is_one_run = storage.exists(storage.join(location, MANIFEST))
-    return finish(location.rstrip("/").rsplit("/", 1)[0] if is_one_run else location)
+    return finish(sweep_dir)
 
 
 def resolve_data_dir(option: str | None) -> str | None:

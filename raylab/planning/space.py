@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import inspect
 import itertools
+import json
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from raylab.planning.trials import config_hash, resolve_trials
 from raylab.spec.config import OptimizerSpec, SweepSpec, dump
 from raylab.spec.registry import build, lookup, split_spec
 from raylab.tasks import TASKS
+from raylab.training.metrics import metric_mode
 from raylab.spec.typecheck import ConfigError, coerce, from_mapping
 
 GRID_PREFIXES = ("task", "cell", "optimizer")
@@ -121,7 +123,29 @@ def resolve_grid(spec: SweepSpec) -> list[dict]:
         unique.setdefault(trial["config_hash"], trial)  # a cell option that does not apply repeats a trial
     if spec.search is not None:
         check_space(spec, list(unique.values()))
+        identity = search_identity(spec.search, list(unique.values()))
+        for trial in unique.values():
+            trial["search"] = identity  # part of the base's hash, and so of every sample's (config_hash)
+            trial["config_hash"] = config_hash(trial)
     return list(unique.values())
+
+
+def search_identity(search: Any, trials: list[dict]) -> dict:
+    """What identifies a search besides the trial it samples from (docs/identity.md): the space as
+    parsed (bounds as numbers), `num_samples`, the algorithm, and, with a scheduler, the scheduler
+    with every default written out and the metric and mode it stops by (resolved: leaving them out
+    or writing their defaults is the same search). Without a scheduler the metric and mode decide
+    nothing that is computed, so they are left out."""
+    identity: dict[str, Any] = {
+        "space": {key: dict([parse_domain(domain, f"search.space.{key}")]) for key, domain in sorted(search.space.items())},
+        "num_samples": search.num_samples,
+        "algorithm": search.algorithm,
+        "scheduler": None,
+    }
+    if search.scheduler is not None:
+        metric = search.metric or primary_metric(trials[0])
+        identity.update(scheduler=dump(search.scheduler), metric=metric, mode=search.mode or metric_mode(metric))
+    return identity
 
 
 def parse_domain(domain: Any, where: str) -> tuple[str, list]:
@@ -161,6 +185,35 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
         raise ConfigError(f"search.scheduler.grace_period: {search.scheduler.grace_period} steps leaves nothing to stop within training.steps={steps}")
     if search.scheduler is not None and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
         raise ConfigError("search.metric: the sweep's tasks have different primary metrics; name the one to optimize")
+    check_objective(search, trials)
+
+
+def check_objective(search: Any, trials: list[dict]) -> None:
+    """`search.metric` names a metric every task of the sweep reports at each evaluation, and
+    `search.mode` agrees with the direction raylab ranks that metric by everywhere else.
+
+    ASHA skips a result that lacks its metric: a typo (`val/los`) would silently turn the scheduler
+    off, and a mode against the metric's direction would keep the worst samples while `raylab best`
+    and the tables rank the other way.
+    """
+    if search.metric is not None:
+        tasks = {json.dumps(t["task"], sort_keys=True): t["task"] for t in trials}
+        for task_spec in tasks.values():
+            task = build(TASKS, task_spec, "task")
+            valid = [f"{split}/{name}" for split in ("train", *task.eval_splits) for name in task.metric_names()]
+            if search.metric in valid:
+                continue
+            final = [f"{split}/{name}" for split in task.final_splits for name in task.metric_names()]
+            reason = (" is evaluated once, after training, on the final split: a search may not tune on it" if search.metric in final
+                      else f" is not a metric of task {task_spec['name']!r}")
+            raise ConfigError(f"search.metric: {search.metric!r}{reason} (valid: {', '.join(valid)})")
+    metric = search.metric or primary_metric(trials[0])
+    if search.mode is not None and search.mode != metric_mode(metric):
+        raise ConfigError(
+            f"search.mode: {search.mode} contradicts {metric}, which raylab ranks by {metric_mode(metric)} "
+            "(accuracies by max, every other metric by min) in checkpoints, tables and `raylab best`; leave mode out or set it to "
+            f"{metric_mode(metric)}"
+        )
 
 
 def primary_metric(trial: dict) -> str:

@@ -38,9 +38,17 @@ def config_hash(trial: dict) -> str:
     optimizer and training are complete dataclasses, so the hash is over what is built, not over
     what was typed (docs/identity.md). The variant label is left out on purpose, so renaming a table
     row does not re-run anything.
+
+    A trial of a `search:` carries its search's identity (`raylab.planning.space.search_identity`):
+    what a sample becomes depends on the search it ran in (its scheduler may stop it), so a changed
+    search, or a sweep without its `search:` section, is a new trial. A plain trial has no such key,
+    and its hash is what it always was.
     """
     keys = ("task", "cell", "optimizer", "training", "hidden_size", "seed")
-    canonical = json.dumps({k: trial[k] for k in keys}, sort_keys=True, separators=(",", ":"))
+    identity = {k: trial[k] for k in keys}
+    if trial.get("search") is not None:
+        identity["search"] = trial["search"]
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -175,6 +175,8 @@ def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Pat
         row[f"version.{package}"] = version
     for key in ("task", "cell", "optimizer", "training"):
         flatten(f"config.{key}", trial[key], row)
+    if trial.get("search") is not None:  # a search's identity is configuration: two searches never share a row
+        flatten("config.search", trial["search"], row)
     row.update(summarize_curve(points))
     return row, points
 
@@ -262,16 +264,6 @@ def newer_than_trials_file(location: str | Path) -> str | None:
         if info.mtime_ns is not None and written is not None and info.mtime_ns > written:
             return storage.join(location, *relative.parts)
     return None
-
-
-def finished_searches(rows: list[dict]) -> set[str]:
-    """Base hashes of searched trials whose samples all finished, were stopped or diverged in one run."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row.get("search_base") and row["status"] in DONE_STATUSES:
-            counts[row["search_base"]] = counts.get(row["search_base"], 0) + 1
-    samples = {row["search_base"]: row.get("search_samples") or 1 for row in rows if row.get("search_base")}
-    return {base for base, count in counts.items() if count >= samples[base]}
 
 
 def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

@@ -92,7 +92,9 @@ def applicable_options(optimizer: dict) -> dict:
 
 
 def configuration_key(trial: dict) -> str:
-    return json.dumps({k: trial[k] for k in CHOSEN_KEYS}, sort_keys=True)
+    # Two searches may draw the same values on the same seed: their trials are distinct (docs/identity.md),
+    # and pooling them would count one seed twice in the mean.
+    return json.dumps({**{k: trial[k] for k in CHOSEN_KEYS}, "search": trial.get("search")}, sort_keys=True)
 
 
 def slot_key(trial: dict) -> str:
