@@ -59,6 +59,9 @@ BAD = [
     ({"search": {"space": {"cell.nonlinearity": {"choice": ["tanh", "sigmoid"]}}}}, "search.space.cell.nonlinearity: value 'sigmoid'"),
     ({"search": {"space": {"task.delay": {"randint": [1, 3]}}}}, "search.space.task.delay: key must be cell.<option> | optimizer.<option>"),
     ({"search": {"space": {"optimizer.lr": {"normal": [0, 1]}}}}, "search.space.optimizer.lr: expected one of"),
+    # A key in both sections once validated: every sample replaced the grid's values, two rows of one configuration.
+    ({"grid": {"optimizer.lr": [1.0e-3, 1.0e-2]}, "search": {"space": {"optimizer.lr": {"loguniform": [1.0e-4, 1.0e-2]}}}},
+     "search.space.optimizer.lr: also a grid: key"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "algorithm": "hyperopt"}}, "search.algorithm: 'hyperopt' is not one of random"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "scheduler": {"grace_period": 50}}}, "search.scheduler.grace_period: 50 steps leaves nothing"),
     # A typo in the metric once validated and silently turned ASHA off (it skips results without its metric).

@@ -173,6 +173,8 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
     for key, domain in search.space.items():
         where = f"search.space.{key}"
         check_key(spec, key, where, SEARCH_PREFIXES)
+        if key in spec.grid:  # each sample would overwrite every grid value: grid rows that differ in nothing
+            raise ConfigError(f"{where}: also a grid: key; a sampled value would replace every grid value (keep it in one of the two)")
         kind, args = parse_domain(domain, where)
         for value in args:
             for trial in trials:
