@@ -271,7 +271,11 @@ def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
 
 def read_sweep_file(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{path}: no such sweep file ({error.strerror})") from None
+    if not exists:
         raise ConfigError(f"{path}: no such sweep file")
     data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
     if not isinstance(data, dict):
