@@ -48,8 +48,42 @@ def load_curves(location: str | Path) -> pd.DataFrame:
 
 def default_group(trials: pd.DataFrame) -> list[str]:
     """task, the task options that differ between trials (a sweep over `bptt`), variant, hidden_size."""
-    varying = [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
-    return [DEFAULT_GROUP[0], *varying, *DEFAULT_GROUP[1:]]
+    return [DEFAULT_GROUP[0], *varying_task_options(trials), *DEFAULT_GROUP[1:]]
+
+
+def varying_task_options(trials: pd.DataFrame) -> list[str]:
+    """`config.task.*` columns that take several values within one task. In a sweep over two tasks an
+    option of one is missing (NaN) for the other: that tells tasks apart, which `task` already does."""
+    if "task" not in trials.columns:
+        return [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
+    return [
+        c for c in trials.columns
+        if c.startswith("config.task.") and c != "config.task.name" and (trials.groupby("task", sort=False)[c].nunique(dropna=False) > 1).any()
+    ]
+
+
+def missing(value: object) -> bool:
+    """None or NaN: an option the row's task does not have (several tasks in one sweep)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equality where a missing value equals only another missing value (NaN != NaN otherwise)."""
+    return missing(a) and missing(b) if missing(a) or missing(b) else bool(a == b)
+
+
+def group_key(values: Sequence[object]) -> tuple:
+    """A group's key with NaN made None, so that keys of several tasks' rows compare and hash equal."""
+    return tuple(None if missing(v) else v for v in values)
+
+
+def option_text(value: object) -> str:
+    """A group column's cell: blank for an option the row's task lacks, `5` for a widened `5.0`."""
+    if missing(value):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def table_groups(trials: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
@@ -160,7 +194,7 @@ def failed_text(row: pd.Series) -> str:
 
 def display_table(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], decimals: int | None = None) -> pd.DataFrame:
     """Group columns, one formatted `mean ± sem (n)` column per metric (and its baseline), and `not in mean`."""
-    shown = summary[list(by)].copy()
+    shown = summary[list(by)].astype(object).map(option_text)
     for metric in metrics:
         shown[metric] = [
             format_value(r[f"{metric}.mean"], r[f"{metric}.sem"], int(r[f"{metric}.n"]), decimals) for _, r in summary.iterrows()
