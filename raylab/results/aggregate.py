@@ -22,7 +22,7 @@ import pandas as pd
 
 from raylab.planning import storage
 from raylab.results.identity import check_one_configuration, split_by_configuration
-from raylab.results.collect import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
+from raylab.results.collect import CURVES_FILE, TRIALS_FILE, ResultsError, collect_id, experiment_of, fresh_results, read_arrow, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")  # not finished: left out of the statistics
@@ -33,17 +33,40 @@ STOPPED = "stopped"  # ended early by a search's scheduler: neither a failure no
 def load_trials(location: str | Path) -> pd.DataFrame:
     """trials.parquet of an experiment (a local folder or a URI), or the file itself.
 
-    One row per trial; schema in docs/results.md; `raylab collect` (or `raylab run`) writes it.
+    One row per trial; schema in docs/results.md. Collected again first when missing or stale
+    (`fresh_results`, docs/results.md "Freshness"), saying so on stderr.
     """
-    return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
+    return read_table(fresh_file(location, TRIALS_FILE))
 
 
 def load_curves(location: str | Path) -> pd.DataFrame:
     """curves.parquet of an experiment (a local folder or a URI), or the file itself.
 
     Tidy rows (trial_id, step, metric, value); join trial columns with `.merge(trials, on="trial_id")`.
+    Collected again first when missing or stale, like `load_trials`.
     """
-    return read_table(storage.join(location, CURVES_FILE) if storage.is_dir(location) else location)
+    return read_table(fresh_file(location, CURVES_FILE))
+
+
+def load_results(location: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, curves) of an experiment folder, from one collect: a collect that replaced the pair
+    between the two reads is noticed (their collect ids differ) and the pair read again."""
+    for _ in range(3):
+        trials = read_arrow(fresh_file(location, TRIALS_FILE))
+        curves = read_arrow(fresh_file(location, CURVES_FILE))
+        if collect_id(trials) == collect_id(curves) or experiment_of(location) is not None or not storage.is_dir(location):
+            return trials.to_pandas(), curves.to_pandas()
+    raise ResultsError(f"{location}: trials.parquet and curves.parquet keep changing under this reader (another collect running?); try again")
+
+
+def fresh_file(location: str | Path, name: str) -> str:
+    """The path of `name` in an experiment folder after `fresh_results`; a Parquet file given by path
+    inside an experiment folder is checked the same way (its folder's pair), else read as it is."""
+    folder = str(location) if storage.is_dir(location) else experiment_of(location)
+    if folder is None:
+        return str(location)
+    fresh_results(folder)
+    return storage.join(folder, name) if storage.is_dir(location) else str(location)
 
 
 def default_group(trials: pd.DataFrame) -> list[str]:
