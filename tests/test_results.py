@@ -177,3 +177,27 @@ def test_every_reader_recollects_a_stale_pair_and_best_promotes_from_fresh_resul
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "collecting again" in err[0] and err[1].startswith("raylab: error: ") and "results are stale" in err[1], err
     assert pd.read_parquet(folder / "trials.parquet").shape[0] == 1  # nothing written, nothing lost
+
+
+def test_a_curve_holds_the_last_attempt_only(tmp_path):
+    """Issue 18 item 15: an attempt started afresh in the same folder (Tune appends to result.json)
+    that ends sooner than the earlier one left that one's later steps in the curve and `final/*`."""
+    import json
+
+    from raylab.results.collect import read_results, summarize_curve
+
+    first = [{"step": s, "training_iteration": i, "iterations_since_restore": i, "val/loss": 3.0 - 0.1 * s} for i, s in enumerate((2, 4, 6), 1)]
+    restored = [{"step": 6, "training_iteration": 3, "iterations_since_restore": 1, "val/loss": 2.5}]  # from the step-4 checkpoint
+    afresh = [
+        {"step": 2, "training_iteration": 1, "iterations_since_restore": 1, "val/loss": 2.9},
+        {"step": 3, "training_iteration": 2, "iterations_since_restore": 2, "train/loss": float("nan"), "diverged": 1},
+    ]
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in first + restored + afresh) + "\n")
+    rows = read_results(tmp_path)
+    assert [(row["step"], row["training_iteration"]) for row in rows] == [(2, 1), (3, 2)]
+    points = curve_points("t", rows)
+    assert sorted({step for _, step, _ in points}) == [2, 3] and summarize_curve(points)["final/val/loss"] == 2.9
+
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in first + restored) + "\n")
+    points = curve_points("t", read_results(tmp_path))  # a restore continues its attempt: one curve, steps re-reported win
+    assert points[("t", 6, "val/loss")] == 2.5 and sorted({step for _, step, _ in points}) == [2, 4, 6]

@@ -160,7 +160,7 @@ def experiment_of(location: str | Path) -> str | None:
 
 
 def read_results(trial_dir: Path | None) -> list[dict]:
-    """The trial's reported rows (JSON lines), skipping a torn last line from a killed writer."""
+    """The rows of the trial's last attempt (JSON lines), skipping a torn last line from a killed writer."""
     if trial_dir is None or not (trial_dir / RESULT_FILE).is_file():
         return []
     rows = []
@@ -169,7 +169,21 @@ def read_results(trial_dir: Path | None) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return rows
+    return last_attempt(rows)
+
+
+def last_attempt(rows: list[dict]) -> list[dict]:
+    """The rows from the last report that started the trial afresh.
+
+    Tune appends every attempt to one result.json. An attempt restored from a checkpoint continues
+    the one before it (Tune carries `training_iteration` on; its re-reported steps replace the old
+    ones in `curve_points`), but an attempt started without a checkpoint (a trial whose checkpoint
+    was not recorded when its driver died, a restart) counts from `training_iteration` 1 again and
+    shares nothing with the earlier attempt. A curve holds one attempt: an earlier attempt's later
+    steps would otherwise stay in the curve and in `final/*` when the new one ends sooner.
+    """
+    starts = [i for i, row in enumerate(rows) if row.get("training_iteration") == 1]
+    return rows[starts[-1]:] if starts else rows
 
 
 def curve_points(trial_id: str, results: list[dict]) -> dict[tuple[str, int, str], float]:
