@@ -179,6 +179,31 @@ def test_unwritable_storage_is_one_line(tmp_path, capsys):
     assert not (folder / "results").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a /proc file system")
+def test_storage_that_cannot_be_created_is_one_line_before_ray_starts(tmp_path, capsys):
+    # /proc is a folder that permission bits call writable for root, yet no folder can be made in it.
+    assert_refused_before_anything(tmp_path, capsys, sweep_text(storage="/proc/raylab-x/results"), "storage: /proc/raylab-x/results: ")
+    assert not Path("/proc/raylab-x").exists()
+
+
+def test_storage_check_leaves_no_folder_behind(tmp_path, capsys):
+    from raylab.planning.preflight import check_storage
+
+    check_storage(str(tmp_path / "new" / "deeper" / "results"))
+    assert list(tmp_path.iterdir()) == []  # created to be sure it can be, then removed: the run makes its own
+
+
+def test_validate_takes_an_override_longer_than_a_file_name_as_an_override(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep_text())
+    long_override = "variants=[" + ", ".join(["{cell: {name: lstm}, label: L%d, optimizer: {lr: %d.0e-4}}" % (i, i + 1) for i in range(20)]) + "]"
+    assert len(long_override) > 255
+    assert main(["validate", str(path), long_override]) == 0
+    assert "ok (40 trials)" in capsys.readouterr().out
+    assert main(["validate", "x" * 300]) == 2  # a file argument too long to exist: one line, no traceback
+    assert "no such sweep file (File name too long)" in one_error_line(capsys)
+
+
 def test_missing_data_with_downloads_off_is_found_on_the_driver(tmp_path, capsys):
     empty = tmp_path / "no-data"
     text = sweep_text(task={"name": "mnist", "download": False, "data_dir": str(empty)}, storage=str(tmp_path / "results"))

@@ -82,3 +82,36 @@ def test_adding_baseline_is_the_variance_of_the_sum():
 def test_bad_copy_options_are_value_errors(options, message):
     with pytest.raises(ValueError, match=message):
         CopyTask(**options)
+
+
+def test_no_two_trials_or_purposes_share_a_random_stream():
+    """Issue 18 item 14: streams were seeded with seed * 1000003 + step (and torch keeps 32 bits of a seed)."""
+    from raylab.tasks.protocol import EVAL_SEED, Purpose, step_generator, stream
+
+    def draws(generator):
+        return torch.rand(8, generator=generator)
+
+    # Seed 2**31 - 1 passes the seed rule; its training batches were the adding task's fresh validation sets.
+    task = AddingTask(length=20, batch_size=8, eval_size=8)
+    task.setup(torch.device("cpu"), None)
+    for step in (0, 1, 99):
+        batch = task.train_batch(step, seed=2**31 - 1)
+        fresh = task._eval_batches(stream(EVAL_SEED, Purpose.FRESH_VALIDATION, step))[0]
+        assert not torch.equal(batch.inputs, fresh.inputs)
+    # Seed 0 at step 1,000,008 was seed 1 at step 5.
+    assert not torch.equal(draws(step_generator(0, 1_000_008)), draws(step_generator(1, 5)))
+    # Seeds that agree in their low 32 bits (what torch's manual_seed keeps) and purposes of one key.
+    assert not torch.equal(draws(step_generator(1, 0)), draws(step_generator(1, 2**32)))
+    keys = [(seed, purpose, step) for seed in (0, 1, 2**31 - 1, 2**32 - 1) for purpose in Purpose for step in (0, 1, 5, 1_000_008)]
+    assert len({tuple(draws(stream(*key)).tolist()) for key in keys}) == len(keys)
+
+
+def test_streams_are_deterministic_and_fixed_validation_sets_are_shared_by_every_trial():
+    from raylab.tasks.protocol import EVAL_SEED, Purpose, stream
+
+    assert torch.equal(torch.rand(5, generator=stream(7, Purpose.TRAIN, 3)), torch.rand(5, generator=stream(7, Purpose.TRAIN, 3)))
+    first, second = CopyTask(delay=10, eval_size=16), CopyTask(delay=10, eval_size=16)
+    first.setup(torch.device("cpu"), None)
+    second.setup(torch.device("cpu"), None)
+    assert torch.equal(first._val_batches[0].targets, second._val_batches[0].targets)
+    assert not torch.equal(first._val_batches[0].inputs, first._batch(*copy_sequences(stream(EVAL_SEED, Purpose.TRAIN, 0), 16, 10)).inputs)

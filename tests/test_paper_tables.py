@@ -104,3 +104,58 @@ def test_shipped_tables_match_the_job_files(name):
     variants = {t["variant"] for stem in experiments for t in load_sweep(jobs[stem], smoke=True).trials}
     selected = {row.where.get("variant") for row in table.rows}
     assert experiments and variants & selected, f"{name}: no row selects a variant of {sorted(experiments)}"
+
+
+@pytest.mark.ray
+def test_tables_of_a_sweep_over_two_tasks(ray_1_cpu, tmp_path, capsys):
+    """Copy (two delays) and adding in one sweep: an option of one task is NaN for the other, so
+    group keys hold NaN. Every view gives each task its own rows or columns, with numbers."""
+    import yaml
+
+    sweep = {
+        "name": "two-tasks",
+        "task": [
+            {"name": "copy", "delay": 5, "eval_size": 8, "batch_size": 4},
+            {"name": "copy", "delay": 10, "eval_size": 8, "batch_size": 4},
+            {"name": "adding", "length": 10, "eval_size": 8, "batch_size": 4},
+        ],
+        "variants": [{"cell": {"name": "rnn"}, "label": "RNN"}, {"cell": {"name": "lstm"}, "label": "LSTM"}],
+        "hidden_sizes": [4],
+        "seeds": [0, 1],
+        "training": {"steps": 2, "eval_every": 2},
+        "storage": str(tmp_path / "results"),
+    }
+    sweep_file = tmp_path / "two-tasks.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(sweep_file), "--num-cpus", "1"]) == 0
+    capsys.readouterr()
+    results = str(tmp_path / "results" / "two-tasks")
+
+    assert main(["table", results, "--metric", "val/loss"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| task | config.task.delay | variant | hidden_size | val/loss |"), rows[0]  # no column per other task's option
+    assert any(row.startswith("| copy | 5 | RNN | 4 | ") for row in rows) and any(row.startswith("| adding |  | LSTM | 4 | ") for row in rows), rows  # 5, not 5.0; blank, not nan
+    assert all("(n=2)" in row for row in rows[1:]) and len(rows) == 1 + 6  # the header, then 3 tasks x 2 variants
+
+    assert main(["table", results, "--vs", "LSTM", "--metric", "val/loss"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    for row in rows[1:]:
+        cells = row.split(" | ")
+        assert "(reference)" in row if "| LSTM |" in row else cells[-2].startswith(("+", "−")) and "[" in cells[-2], row
+
+    assert main(["table", results, "--vs", "LSTM", "--format", "csv"]) == 0
+    vs = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert set(vs.loc[vs["variant"] == "RNN", "val/loss.vs"]) == {"row"} and vs["val/loss.diff"].notna().sum() == 3
+
+    assert main(["table", results, "--layout", "paper", "--metric", "val/loss"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | task=adding | task=copy, delay=5 | task=copy, delay=10 |", rows[0]
+    assert len(rows) == 3 and all(row.count("(n=2)") == 3 for row in rows[1:]), rows
+
+
+def test_a_paper_table_that_matches_nothing_is_refused_not_a_table_of_dashes():
+    from raylab.results.collect import ResultsError
+
+    ours = trials([{"variant": "LSTM", "experiment": "elsewhere", "final/test/bpc": 1.5}])
+    with pytest.raises(ResultsError, match="no finished trial matches any row x column"):
+        paper_table(ours, load_published("nnrnn-ptb-bpc"), compare=True)

@@ -106,3 +106,114 @@ def test_status_comes_from_why_the_loop_ended_a_trial_and_old_trials_keep_the_ol
     assert terminated_status([{"step": 9}], searched=True, training=budget) == "stopped"
     assert terminated_status([{"step": 9}], searched=False, training=budget) == "finished"
     assert terminated_status([{"step": 20}], searched=True, training=budget) == "finished"
+
+
+def read_only(folder):
+    """A context in which `folder` cannot be written, even by root (chattr +i), or skip."""
+    import contextlib
+    import os
+    import subprocess
+
+    @contextlib.contextmanager
+    def locked():
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            try:
+                yield
+            finally:
+                folder.chmod(0o755)
+            return
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("root, and no chattr +i here to make a read-only folder")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+    return locked()
+
+
+@pytest.mark.ray
+def test_every_reader_recollects_a_stale_pair_and_best_promotes_from_fresh_results(ray_1_cpu, tmp_path, capsys):
+    """Issue 18 item 4: a grown grid whose second run ended before its collect (a killed driver
+    leaves the first run's Parquet pair beside the second run's results). `raylab best` read that
+    stale trials.parquet and promoted from one learning rate of two."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    import raylab
+    from raylab.cli import main
+
+    sweep = {
+        "name": "grown", "task": {"name": "copy", "delay": 5, "eval_size": 8, "batch_size": 4},
+        "variants": [{"cell": {"name": "rnn"}, "label": "RNN"}], "hidden_sizes": [4], "seeds": [0],
+        "training": {"steps": 4, "eval_every": 2}, "grid": {"optimizer.lr": [1.0e-3]}, "storage": str(tmp_path / "results"),
+    }
+    sweep_file = tmp_path / "grown.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(sweep_file), "--num-cpus", "1"]) == 0
+    folder = tmp_path / "results" / "grown"
+    saved = tmp_path / "first-collect"
+    saved.mkdir()
+    for name in ("trials.parquet", "curves.parquet"):
+        shutil.copy2(folder / name, saved / name)  # copy2 keeps the time it was written
+    sweep["grid"]["optimizer.lr"] = [1.0e-3, 3.0e-1]
+    sweep_file.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(sweep_file), "--num-cpus", "1"]) == 0
+    fresh = pd.read_parquet(folder / "trials.parquet")
+    assert len(fresh) == 2
+    capsys.readouterr()
+
+    for name in ("trials.parquet", "curves.parquet"):
+        shutil.copy2(saved / name, folder / name)  # as if the second run's collect never happened
+    best_file = tmp_path / "best.yaml"
+    assert main(["best", str(folder), "--seeds", "1", "--out", str(best_file)]) == 0
+    captured = capsys.readouterr()
+    assert "changed after the last collect; collecting again" in captured.err
+    assert "runner-up" in captured.out, captured.out  # both learning rates competed
+    winner = fresh.loc[fresh["final/val/loss"].idxmin(), "config.optimizer.lr"]
+    assert yaml.safe_load(best_file.read_text())["variants"][0]["optimizer"]["lr"] == winner
+
+    # A trials file beside curves of another collect is stale too; so is a missing curves file.
+    shutil.copy2(saved / "curves.parquet", folder / "curves.parquet")
+    assert len(raylab.load_trials(str(folder))) == 2
+    assert "are not from one collect; collecting again" in capsys.readouterr().err
+    (folder / "curves.parquet").unlink()
+    assert set(raylab.load_curves(str(folder))["trial_id"]) == set(fresh["trial_id"])
+    assert "curves.parquet is missing; collecting again" in capsys.readouterr().err
+    assert main(["table", str(folder)]) == 0 and main(["plot", str(folder), "--out", str(tmp_path / "c.png")]) == 0
+    assert "collecting again" not in capsys.readouterr().err  # fresh now: read as it is
+
+    # Where collecting again is impossible, one line refuses instead of serving stale numbers.
+    shutil.copy2(saved / "trials.parquet", folder / "trials.parquet")
+    with read_only(folder):
+        assert main(["table", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "collecting again" in err[0] and err[1].startswith("raylab: error: ") and "results are stale" in err[1], err
+    assert pd.read_parquet(folder / "trials.parquet").shape[0] == 1  # nothing written, nothing lost
+
+
+def test_a_curve_holds_the_last_attempt_only(tmp_path):
+    """Issue 18 item 15: an attempt started afresh in the same folder (Tune appends to result.json)
+    that ends sooner than the earlier one left that one's later steps in the curve and `final/*`."""
+    import json
+
+    from raylab.results.collect import read_results, summarize_curve
+
+    first = [{"step": s, "training_iteration": i, "iterations_since_restore": i, "val/loss": 3.0 - 0.1 * s} for i, s in enumerate((2, 4, 6), 1)]
+    restored = [{"step": 6, "training_iteration": 3, "iterations_since_restore": 1, "val/loss": 2.5}]  # from the step-4 checkpoint
+    afresh = [
+        {"step": 2, "training_iteration": 1, "iterations_since_restore": 1, "val/loss": 2.9},
+        {"step": 3, "training_iteration": 2, "iterations_since_restore": 2, "train/loss": float("nan"), "diverged": 1},
+    ]
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in first + restored + afresh) + "\n")
+    rows = read_results(tmp_path)
+    assert [(row["step"], row["training_iteration"]) for row in rows] == [(2, 1), (3, 2)]
+    points = curve_points("t", rows)
+    assert sorted({step for _, step, _ in points}) == [2, 3] and summarize_curve(points)["final/val/loss"] == 2.9
+
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in first + restored) + "\n")
+    points = curve_points("t", read_results(tmp_path))  # a restore continues its attempt: one curve, steps re-reported win
+    assert points[("t", 6, "val/loss")] == 2.5 and sorted({step for _, step, _ in points}) == [2, 4, 6]

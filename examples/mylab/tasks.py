@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.tasks.protocol import EVAL_SEED, Batch, evaluate_batches, step_generator
+from raylab.tasks.protocol import EVAL_SEED, Batch, Purpose, evaluate_batches, step_generator, stream
 
 
 class EchoTask:
@@ -38,7 +38,7 @@ class EchoTask:
 
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
-        self._val = [self._sequences(torch.Generator().manual_seed(EVAL_SEED), self.eval_size)]
+        self._val = [self._sequences(stream(EVAL_SEED, Purpose.VALIDATION), self.eval_size)]  # never a training stream
 
     def encoder(self) -> nn.Module:
         return nn.Identity()

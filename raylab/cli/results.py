@@ -44,32 +44,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from raylab.planning import storage
-    from raylab.results.collect import TRIALS_FILE, collect
+    from raylab.results.collect import collect
 
     if args.vs and (args.layout == "paper" or args.compare):
         raise UsageError("--vs works with the default layout only")
     for path in args.experiment:
-        if args.collect or (storage.is_dir(path) and not storage.exists(storage.join(path, TRIALS_FILE))):
-            collect(path)
-        else:
-            recollect_if_stale(path)
+        if args.collect:
+            collect(path)  # asked for; otherwise the loaders collect when stale (fresh_results)
     if args.layout == "paper" or args.compare:
         return print_paper_table(args.experiment, args.compare, split_list(args.metric), args.format, args.stat, args.decimals)
     if len(args.experiment) > 1:
         raise UsageError("several experiments make one table only with --layout paper (or --compare)")
     return print_table(args.experiment[0], split_list(args.by), split_list(args.metric), args.format, args.stat, args.decimals, vs=args.vs)
-
-
-def recollect_if_stale(path: str) -> None:
-    """Never serve a table from a Parquet file older than the trials it summarizes: collect again, and say so."""
-    from raylab.planning import storage
-    from raylab.results.collect import collect, newer_than_trials_file
-
-    changed = newer_than_trials_file(path) if storage.is_dir(path) else None
-    if changed is not None:
-        print(f"raylab: {changed} changed after the last collect; collecting again", file=sys.stderr, flush=True)
-        collect(path)
 
 
 def print_paper_table(paths: list[str], compare: str | None, metrics: list[str] | None, fmt: str, stat: str, decimals: int | None) -> int:
@@ -103,10 +89,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     Every file is resolved and checked in memory before any is written; on an error nothing is written."""
     import json
 
-    from raylab.planning import storage
     from raylab.results import promote
     from raylab.results.aggregate import load_trials
-    from raylab.results.collect import TRIALS_FILE, collect
     from raylab.training.metrics import metric_mode
 
     if args.seeds < 1:
@@ -114,9 +98,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out: {out.parent}: no such directory")
-    if storage.is_dir(args.experiment) and not storage.exists(storage.join(args.experiment, TRIALS_FILE)):
-        collect(args.experiment)
-    trials = load_trials(args.experiment)
+    trials = load_trials(args.experiment)  # collected again when missing or stale, like `table` (fresh_results)
     manifest = promote.latest_manifest(args.experiment)
     finished = trials[trials["status"] == "finished"]
     if finished.empty:
@@ -147,8 +129,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.experiment, metrics)
     if not Path(out).resolve().parent.is_dir():
         raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
-    for experiment in args.experiment:
-        recollect_if_stale(experiment)
     written = plot_curves(args.experiment, metrics, out, split_list(args.by), args.x, args.logy, args.average, not args.no_baseline)
     print(f"wrote {written}")
     return 0

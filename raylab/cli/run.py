@@ -35,7 +35,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def is_override(item: str) -> bool:
     """`training.steps=5` is an override; a file name with `=` in it that exists is a file."""
-    return "=" in item and not Path(item).exists()
+    if "=" not in item:
+        return False
+    try:
+        return not Path(item).exists()
+    except OSError:  # e.g. longer than a file name may be: no such file, so an override
+        return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:

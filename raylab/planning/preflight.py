@@ -5,8 +5,10 @@ Each problem is one line naming `storage` or the task; nothing is written (docs/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,10 @@ REACH_TIMEOUT_S = 10  # a bucket that has not answered by then is unreachable
 
 
 def check_storage(location: str) -> None:
-    """The storage location can be written, checked without writing anything.
+    """The storage location can be written, checked without leaving anything behind.
 
-    A local path: the path (or its nearest existing parent) is a writable folder. A URI: a known
-    scheme whose bucket answers. Each problem is one line naming `storage`.
+    A local path: its missing folders and a file in it can be created (then removed again). A URI: a
+    known scheme whose bucket answers. Each problem is one line naming `storage`.
     """
     if storage.is_uri(location):
         try:
@@ -53,6 +55,26 @@ def check_storage(location: str) -> None:
         raise ConfigError(f"storage: {location}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"storage: {location}: {existing} is not writable")
+    probe_local_folder(location, path, existing)
+
+
+def probe_local_folder(location: str, path: Path, existing: Path) -> None:
+    """Create the missing folders and a file in the last one, then remove all of it: permission bits
+    do not tell everything (root may "write" to /proc, where no folder can be made; a read-only mount;
+    a full disk), and Tune would otherwise fail with a traceback after Ray started."""
+    created: list[Path] = []
+    try:
+        for folder in reversed([path, *path.parents][: len(path.parts) - len(existing.parts)]):
+            folder.mkdir()
+            created.append(folder)
+        with tempfile.TemporaryFile(dir=path, prefix=".raylab-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"storage: {location}: cannot create a folder or file there ({first_line(error)})") from None
+    finally:
+        for folder in reversed(created):  # nothing stays behind: the run creates its folders itself
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def answering_filesystem(location: str) -> tuple[Any, str]:

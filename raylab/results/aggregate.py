@@ -22,7 +22,7 @@ import pandas as pd
 
 from raylab.planning import storage
 from raylab.results.identity import check_one_configuration, split_by_configuration
-from raylab.results.collect import CURVES_FILE, TRIALS_FILE, ResultsError, read_table
+from raylab.results.collect import CURVES_FILE, TRIALS_FILE, ResultsError, collect_id, experiment_of, fresh_results, read_arrow, read_table
 
 DEFAULT_GROUP = ("task", "variant", "hidden_size")
 FAILED_STATUSES = ("diverged", "errored", "unfinished", "pending")  # not finished: left out of the statistics
@@ -33,23 +33,80 @@ STOPPED = "stopped"  # ended early by a search's scheduler: neither a failure no
 def load_trials(location: str | Path) -> pd.DataFrame:
     """trials.parquet of an experiment (a local folder or a URI), or the file itself.
 
-    One row per trial; schema in docs/results.md; `raylab collect` (or `raylab run`) writes it.
+    One row per trial; schema in docs/results.md. Collected again first when missing or stale
+    (`fresh_results`, docs/results.md "Freshness"), saying so on stderr.
     """
-    return read_table(storage.join(location, TRIALS_FILE) if storage.is_dir(location) else location)
+    return read_table(fresh_file(location, TRIALS_FILE))
 
 
 def load_curves(location: str | Path) -> pd.DataFrame:
     """curves.parquet of an experiment (a local folder or a URI), or the file itself.
 
     Tidy rows (trial_id, step, metric, value); join trial columns with `.merge(trials, on="trial_id")`.
+    Collected again first when missing or stale, like `load_trials`.
     """
-    return read_table(storage.join(location, CURVES_FILE) if storage.is_dir(location) else location)
+    return read_table(fresh_file(location, CURVES_FILE))
+
+
+def load_results(location: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, curves) of an experiment folder, from one collect: a collect that replaced the pair
+    between the two reads is noticed (their collect ids differ) and the pair read again."""
+    for _ in range(3):
+        trials = read_arrow(fresh_file(location, TRIALS_FILE))
+        curves = read_arrow(fresh_file(location, CURVES_FILE))
+        if collect_id(trials) == collect_id(curves) or experiment_of(location) is not None or not storage.is_dir(location):
+            return trials.to_pandas(), curves.to_pandas()
+    raise ResultsError(f"{location}: trials.parquet and curves.parquet keep changing under this reader (another collect running?); try again")
+
+
+def fresh_file(location: str | Path, name: str) -> str:
+    """The path of `name` in an experiment folder after `fresh_results`; a Parquet file given by path
+    inside an experiment folder is checked the same way (its folder's pair), else read as it is."""
+    folder = str(location) if storage.is_dir(location) else experiment_of(location)
+    if folder is None:
+        return str(location)
+    fresh_results(folder)
+    return storage.join(folder, name) if storage.is_dir(location) else str(location)
 
 
 def default_group(trials: pd.DataFrame) -> list[str]:
     """task, the task options that differ between trials (a sweep over `bptt`), variant, hidden_size."""
-    varying = [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
-    return [DEFAULT_GROUP[0], *varying, *DEFAULT_GROUP[1:]]
+    return [DEFAULT_GROUP[0], *varying_task_options(trials), *DEFAULT_GROUP[1:]]
+
+
+def varying_task_options(trials: pd.DataFrame) -> list[str]:
+    """`config.task.*` columns that take several values within one task. In a sweep over two tasks an
+    option of one is missing (NaN) for the other: that tells tasks apart, which `task` already does."""
+    if "task" not in trials.columns:
+        return [c for c in trials.columns if c.startswith("config.task.") and trials[c].nunique(dropna=False) > 1]
+    return [
+        c for c in trials.columns
+        if c.startswith("config.task.") and c != "config.task.name" and (trials.groupby("task", sort=False)[c].nunique(dropna=False) > 1).any()
+    ]
+
+
+def missing(value: object) -> bool:
+    """None or NaN: an option the row's task does not have (several tasks in one sweep)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equality where a missing value equals only another missing value (NaN != NaN otherwise)."""
+    return missing(a) and missing(b) if missing(a) or missing(b) else bool(a == b)
+
+
+def group_key(values: Sequence[object]) -> tuple:
+    """A group's key with NaN made None, so that keys of several tasks' rows compare and hash equal."""
+    return tuple(None if missing(v) else v for v in values)
+
+
+def option_text(value: object) -> str:
+    """A group column's cell: blank for an option the row's task lacks, `5` for a widened `5.0`."""
+    if missing(value):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def table_groups(trials: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
@@ -160,7 +217,7 @@ def failed_text(row: pd.Series) -> str:
 
 def display_table(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], decimals: int | None = None) -> pd.DataFrame:
     """Group columns, one formatted `mean ± sem (n)` column per metric (and its baseline), and `not in mean`."""
-    shown = summary[list(by)].copy()
+    shown = summary[list(by)].astype(object).map(option_text)
     for metric in metrics:
         shown[metric] = [
             format_value(r[f"{metric}.mean"], r[f"{metric}.sem"], int(r[f"{metric}.n"]), decimals) for _, r in summary.iterrows()

@@ -11,6 +11,9 @@ local disk or at a URI (`s3://`, `gs://`; see storage.py), and writes, into it:
   the last checkpoint and a failure after a restore.
 
 Both files are written atomically (a temporary file, then a rename): a reader never sees half a file.
+They are a pair: both carry the id of the collect that wrote them in their Parquet metadata, and
+curves.parquet is replaced first, trials.parquet last, so a trials file never stands beside older
+curves unnoticed. Every reader goes through `fresh_results` (docs/results.md, "Freshness").
 Analysis never parses directory names; everything comes from the stored configs and results.
 """
 
@@ -21,6 +24,7 @@ import json
 import math
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -68,21 +72,97 @@ def run_directories(path: Path) -> list[Path]:
     return [Path(run) for run in run_locations(path)]
 
 
+COLLECT_ID = b"raylab.collect_id"  # Parquet metadata key: which collect wrote the file
+
+
 def read_table(location: str | Path) -> pd.DataFrame:
     """A Parquet file from a local path or a URI, as a DataFrame."""
+    return read_arrow(location).to_pandas()
+
+
+def read_arrow(location: str | Path) -> pa.Table:
+    """A Parquet file from a local path or a URI, as an Arrow table (its metadata kept)."""
     fs, path = storage.filesystem(location)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise ResultsError(f"{location}: no such file (run `raylab collect` on the experiment first)")
     try:
-        return pq.read_table(path, filesystem=fs).to_pandas()
+        return pq.read_table(path, filesystem=fs)
     except (pa.ArrowException, OSError) as error:
         experiment = str(location).rstrip("/").rsplit("/", 1)[0]
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ResultsError(f"{location}: not a readable Parquet file, garbage or truncated ({reason}); `raylab collect {experiment}` rebuilds it") from None
 
 
+def collect_id(table: pa.Table) -> str | None:
+    """The id of the collect that wrote a Parquet table, or None (written before ids, or by hand)."""
+    value = (table.schema.metadata or {}).get(COLLECT_ID)
+    return value.decode() if value else None
+
+
+def file_collect_id(location: str) -> str | None:
+    """`collect_id` of a Parquet file read from its footer only, or None when it is unreadable."""
+    fs, path = storage.filesystem(location)
+    try:
+        value = (pq.read_schema(path, filesystem=fs).metadata or {}).get(COLLECT_ID)
+    except (pa.ArrowException, OSError):
+        return None  # a garbage file: stale, so it is rebuilt
+    return value.decode() if value else None
+
+
+def is_experiment(location: str | Path) -> bool:
+    """A folder that holds a raylab run (its `raylab.json`) or runs of a sweep, so it can be collected."""
+    try:
+        run_locations(location)
+    except (ResultsError, OSError):
+        return False
+    return True
+
+
+def stale_reason(location: str | Path) -> str | None:
+    """Why the Parquet pair of an experiment folder cannot be served as it is, or None when fresh:
+    a file missing, the two from different collects, or a result newer than trials.parquet."""
+    trials, curves = storage.join(location, TRIALS_FILE), storage.join(location, CURVES_FILE)
+    if not storage.exists(trials):
+        return f"{location}: not collected yet"
+    if not storage.exists(curves):
+        return f"{curves} is missing"
+    trials_id = file_collect_id(trials)
+    if trials_id is None or trials_id != file_collect_id(curves):
+        return f"{trials} and {CURVES_FILE} are not from one collect"
+    changed = newer_than_trials_file(location)
+    return None if changed is None else f"{changed} changed after the last collect"
+
+
+def fresh_results(location: str | Path) -> None:
+    """The freshness rule of every reader (table, plot, best, --vs, --layout paper, the Python loaders):
+    an experiment folder whose Parquet pair is missing or stale (`stale_reason`) is collected again,
+    saying so on stderr. Where that cannot be written (a read-only folder or bucket), one line refuses
+    rather than serve stale numbers. A folder that holds no experiment (Parquet files copied on their
+    own) has nothing to be fresher than: its files are read as they are."""
+    if not storage.is_dir(location) or not is_experiment(location):
+        return
+    reason = stale_reason(location)
+    if reason is None:
+        return
+    print(f"raylab: {reason}; collecting again", file=sys.stderr, flush=True)
+    try:
+        collect(location)
+    except OSError as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsError(f"{location}: results are stale ({reason}) and collecting again failed ({text}); collect a writable copy (`raylab collect COPY`)") from None
+
+
+def experiment_of(location: str | Path) -> str | None:
+    """The experiment folder whose Parquet file `location` names (`DIR/trials.parquet`), or None."""
+    text = str(location).rstrip("/")
+    folder, _, name = text.rpartition("/")
+    if name in (TRIALS_FILE, CURVES_FILE) and folder:
+        return folder
+    return None
+
+
 def read_results(trial_dir: Path | None) -> list[dict]:
-    """The trial's reported rows (JSON lines), skipping a torn last line from a killed writer."""
+    """The rows of the trial's last attempt (JSON lines), skipping a torn last line from a killed writer."""
     if trial_dir is None or not (trial_dir / RESULT_FILE).is_file():
         return []
     rows = []
@@ -91,7 +171,21 @@ def read_results(trial_dir: Path | None) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return rows
+    return last_attempt(rows)
+
+
+def last_attempt(rows: list[dict]) -> list[dict]:
+    """The rows from the last report that started the trial afresh.
+
+    Tune appends every attempt to one result.json. An attempt restored from a checkpoint continues
+    the one before it (Tune carries `training_iteration` on; its re-reported steps replace the old
+    ones in `curve_points`), but an attempt started without a checkpoint (a trial whose checkpoint
+    was not recorded when its driver died, a restart) counts from `training_iteration` 1 again and
+    shares nothing with the earlier attempt. A curve holds one attempt: an earlier attempt's later
+    steps would otherwise stay in the curve and in `final/*` when the new one ends sooner.
+    """
+    starts = [i for i, row in enumerate(rows) if row.get("training_iteration") == 1]
+    return rows[starts[-1]:] if starts else rows
 
 
 def curve_points(trial_id: str, results: list[dict]) -> dict[tuple[str, int, str], float]:
@@ -298,8 +392,10 @@ def arrow_table(rows: list[dict]) -> pa.Table:
     return pa.table(arrays)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename over it."""
+def write_parquet_atomic(table: pa.Table, path: Path, collect_id: str | None = None) -> None:
+    """Write to a temporary file beside `path`, then rename over it; `collect_id` goes into its metadata."""
+    if collect_id is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), COLLECT_ID: collect_id.encode()})
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(table, temporary)
@@ -337,10 +433,11 @@ def collect(location: str | Path) -> tuple[str, str]:
         points: dict[tuple[str, int, str], float] = {}
         for _, trial_points in kept:
             points.update(trial_points)
-        outputs = []
-        for name, table in ((TRIALS_FILE, arrow_table([row for row, _ in kept])), (CURVES_FILE, curves_table(points))):
-            write_parquet_atomic(table, local / name)
+        # One id in both files, curves replaced first and trials last: a reader that finds a trials
+        # file finds its curves beside it, or sees the ids differ (fresh_results collects again).
+        pair_id = uuid.uuid4().hex
+        for name, table in ((CURVES_FILE, curves_table(points)), (TRIALS_FILE, arrow_table([row for row, _ in kept]))):
+            write_parquet_atomic(table, local / name, pair_id)
             if storage.is_uri(location):
                 storage.upload(local / name, storage.join(location, name))
-            outputs.append(storage.join(location, name))
-    return outputs[0], outputs[1]
+    return storage.join(location, TRIALS_FILE), storage.join(location, CURVES_FILE)

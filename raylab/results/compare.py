@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from raylab.results.aggregate import display_table, to_latex, to_markdown
+from raylab.results.aggregate import display_table, group_key, same_value, to_latex, to_markdown
 from raylab.results.collect import ResultsError
 
 CONFIDENCE = 0.95
@@ -58,13 +58,15 @@ def versus(trials: pd.DataFrame, summary: pd.DataFrame, by: Sequence[str], metri
     if label not in labels:
         raise ResultsError(f"--vs: no variant {label!r} (variants: {', '.join(labels)})")
     keys = matching_keys(by)
-    groups = {key if isinstance(key, tuple) else (key,): group for key, group in trials.groupby(list(by), sort=True, dropna=False)}
+    # Keys with NaN made None: a sweep over two tasks has NaN in the other task's options, and NaN
+    # keys neither compare nor hash equal.
+    groups = {group_key(key if isinstance(key, tuple) else (key,)): group for key, group in trials.groupby(list(by), sort=True, dropna=False)}
     rows = []
     for _, row in summary.iterrows():
-        key = tuple(row[c] for c in by)
-        candidates = [k for k in groups if dict(zip(by, k))["variant"] == label and all(same(dict(zip(by, k))[c], row[c]) for c in keys)]
+        key = group_key([row[c] for c in by])
+        candidates = [k for k in groups if dict(zip(by, k))["variant"] == label and all(same_value(dict(zip(by, k))[c], row[c]) for c in keys)]
         if len(candidates) > 1 and "hidden_size" in by:
-            candidates = [k for k in candidates if same(dict(zip(by, k))["hidden_size"], row["hidden_size"])]
+            candidates = [k for k in candidates if same_value(dict(zip(by, k))["hidden_size"], row["hidden_size"])]
         out: dict[str, object] = {}
         for metric in metrics:
             column = f"{stat}/{metric}"
@@ -78,10 +80,6 @@ def versus(trials: pd.DataFrame, summary: pd.DataFrame, by: Sequence[str], metri
             out.update({f"{metric}.vs": "row", f"{metric}.diff": diff, f"{metric}.low": low, f"{metric}.high": high, f"{metric}.p": p})
         rows.append(out)
     return pd.DataFrame(rows, index=summary.index)
-
-
-def same(a: object, b: object) -> bool:
-    return (pd.isna(a) and pd.isna(b)) if (pd.isna(a) or pd.isna(b)) else a == b
 
 
 def signed(value: float, decimals: int) -> str:

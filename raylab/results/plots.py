@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raylab.planning import storage
-from raylab.results.aggregate import default_group, group_label, load_curves, load_trials, table_groups, task_spec_of
+from raylab.results.aggregate import default_group, group_label, load_results, table_groups, task_spec_of
 from raylab.spec.config import FIGURE_FORMATS, PlotSpec
 from raylab.results.identity import check_one_configuration
 from raylab.results.collect import ResultsError
@@ -91,10 +91,9 @@ def robust_limits(values: Sequence[float], log: bool, fence: float = FENCE) -> t
 def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | None, x: XAxis) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Curve points of the finished trials (columns: label, metric, step or epoch, value) and, per
     group label, its task's baselines keyed without the split (`loss`)."""
-    trials = load_trials(path)
+    trials, curves = load_results(path)  # one collect's pair, collected again if stale
     requested = len(by or default_group(trials))
     by = table_groups(trials, by)  # one curve per configuration: columns that differ are added
-    curves = load_curves(path)
     available = sorted(curves["metric"].unique())
     for metric in metrics:
         if metric not in available:

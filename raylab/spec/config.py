@@ -274,9 +274,13 @@ def read_sweep_file(path: str | Path, text: str | None = None) -> dict:
     path = Path(path)
     if text is not None:
         data = parse_yaml_text(text, path)
-    elif not path.is_file():
-        raise ConfigError(f"{path}: no such sweep file")
     else:
+        try:
+            exists = path.is_file()
+        except OSError as error:  # e.g. a name longer than the file system allows
+            raise ConfigError(f"{path}: no such sweep file ({error.strerror})") from None
+        if not exists:
+            raise ConfigError(f"{path}: no such sweep file")
         data = load_yaml_text(path)  # UTF-8, no duplicate keys, sane nesting, finite numbers
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.tasks.protocol import EVAL_SEED, Batch, evaluate_batches, step_generator
+from raylab.tasks.protocol import EVAL_SEED, Batch, Purpose, evaluate_batches, step_generator, stream
 
 ADDING_BASELINE_MSE = 1.0 / 6.0  # Var(U1 + U2) = 2/12: always answering 1
 
@@ -41,7 +41,8 @@ class AddingTask:
     `eval_data` says which `eval_size` sequences each evaluation scores:
     - "fresh" (default): new ones at every evaluation, as the IndRNN code (adding.py draws 1,000 with
       numpy at every evaluation, reference §3.1). Here the set that follows training batch s is drawn
-      from a generator seeded by s alone: the same for every trial and seed at a given step, and the
+      from the stream (EVAL_SEED, fresh validation, s): the same for every trial and seed at a given step,
+      never a training batch's stream, and the
       same again when a trial is restored from a checkpoint;
     - "fixed": one set drawn once, the same at every evaluation of every trial (smoother curves).
     """
@@ -70,7 +71,7 @@ class AddingTask:
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
         if self.eval_data == "fixed":
-            self._val_batches = self._eval_batches(torch.Generator().manual_seed(EVAL_SEED))
+            self._val_batches = self._eval_batches(stream(EVAL_SEED, Purpose.VALIDATION))
 
     def _eval_batches(self, generator: torch.Generator) -> list[Batch]:
         chunk = min(self.eval_size, 250)
@@ -103,5 +104,5 @@ class AddingTask:
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         if self.eval_data == "fresh":
-            return evaluate_batches(model, self, self._eval_batches(step_generator(EVAL_SEED, self._last_train_step)))
+            return evaluate_batches(model, self, self._eval_batches(stream(EVAL_SEED, Purpose.FRESH_VALIDATION, self._last_train_step)))
         return evaluate_batches(model, self, self._val_batches)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raylab.tasks.protocol import EVAL_SEED, Batch, evaluate_batches, step_generator
+from raylab.tasks.protocol import EVAL_SEED, Batch, Purpose, evaluate_batches, step_generator, stream
 
 BLANK, CUE = 0, 9
 
@@ -84,7 +84,7 @@ class CopyTask:
 
     def setup(self, device: torch.device, data_dir: str | None) -> None:
         self.device = device
-        generator = torch.Generator().manual_seed(EVAL_SEED)
+        generator = stream(EVAL_SEED, Purpose.VALIDATION)
         chunk = min(self.eval_size, 250)
         self._val_batches = [
             self._batch(*copy_sequences(generator, min(chunk, self.eval_size - start), self.delay, self.copy_length, self.n_symbols))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raylab.tasks.data import DataError, checked_file, data_root, read_idx_gz
-from raylab.tasks.protocol import Batch, evaluate_batches
+from raylab.tasks.protocol import Batch, Purpose, evaluate_batches, stream
 
 N_TRAIN, N_TEST, N_PIXELS = 60_000, 10_000, 784
 FILES = {
@@ -158,7 +158,7 @@ class MNISTTask:
     def train_batch(self, step: int, seed: int) -> Batch:
         epoch, index = divmod(step, self.steps_per_epoch)
         if self.shuffle:
-            order = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            order = torch.randperm(self.n_train, generator=stream(seed, Purpose.EPOCH_ORDER, epoch))
             rows = order[index * self.batch_size : (index + 1) * self.batch_size].to(self.device)
         else:
             rows = torch.arange(index * self.batch_size, min((index + 1) * self.batch_size, self.n_train), device=self.device)

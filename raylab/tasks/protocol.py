@@ -5,15 +5,19 @@ loop (`raylab.execution.trainable`) owns everything else. Tasks with fresh synth
 `steps_per_epoch = None`; finite data sets give the number of training batches per epoch.
 
 Batches are a pure function of (step, seed), so a trial restored from a checkpoint at step k sees
-exactly the batches an uninterrupted trial would have seen.
+exactly the batches an uninterrupted trial would have seen. Every random stream of a task comes from
+`stream(seed, purpose, step)` (docs/identity.md, "Random streams"): no two trials, steps or purposes
+share one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -66,12 +70,55 @@ class Task(Protocol):
         """The keys of `evaluate` (`loss` first), for `raylab ls tasks`."""
 
 
+class Purpose(IntEnum):
+    """What a random stream is for: part of its key, so no two purposes share a stream."""
+
+    TRAIN = 1  # a training batch: (trial seed, step)
+    VALIDATION = 2  # a fixed validation set, the same for every trial: (EVAL_SEED, 0)
+    FRESH_VALIDATION = 3  # a fresh validation set drawn after training step s: (EVAL_SEED, s)
+    EPOCH_ORDER = 4  # the order of a finite training set in one epoch: (trial seed, epoch)
+
+
+EVAL_SEED = 2**31 - 1  # the entropy of streams that are the same for every trial and seed
+
+_MT_WORDS = 624  # the Mersenne Twister's state: torch's CPU generator, 624 32-bit words
+
+
+def _check_generator_layout() -> int:
+    """The byte offset of the Mersenne Twister words in torch's CPU generator state, checked against
+    what `manual_seed` writes (word 0 is the seed; each word is stored in 8 bytes), so that a torch
+    that changes the layout fails here, loudly, instead of drawing from a wrong state."""
+    state = torch.Generator().manual_seed(0x5EED).get_state().numpy()
+    offset = 24  # int64 seed, int32 left, int32 seeded, uint64 next: then the words (CPUGeneratorImplStateLegacy)
+    words = state[offset : offset + 8 * _MT_WORDS].view(np.uint64)
+    if state.view(np.uint8)[:8].view(np.int64)[0] != 0x5EED or words[0] != 0x5EED or words[1] == 0:
+        raise RuntimeError("torch's CPU generator state has a layout raylab does not know; raylab.tasks.protocol.stream cannot seed it")
+    return offset
+
+
+_MT_OFFSET = _check_generator_layout()
+
+
+def stream(seed: int, purpose: Purpose, step: int = 0) -> torch.Generator:
+    """A CPU generator for (seed, purpose, step), its whole state drawn from NumPy's `SeedSequence`.
+
+    `torch.Generator.manual_seed` keeps only 32 bits of a seed (seeds 1 and 1 + 2**32 draw the same
+    numbers), so any formula over (seed, step) folded into one integer makes some pairs share a
+    stream. Here `SeedSequence(entropy=seed, spawn_key=(purpose, step))` hashes all three into the
+    624 words of the Mersenne Twister (as NumPy's own `MT19937(SeedSequence)` does): distinct keys
+    give distinct, independent streams (a shared stream would take a hash collision over 19968 bits).
+    """
+    words = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(purpose), int(step))).generate_state(_MT_WORDS, np.uint32)
+    generator = torch.Generator()
+    state = generator.manual_seed(int(words[0])).get_state().numpy().copy()  # left = 1, next = 0: twist before the first draw
+    state[_MT_OFFSET : _MT_OFFSET + 8 * _MT_WORDS] = words.astype(np.uint64).view(np.uint8)
+    generator.set_state(torch.from_numpy(state))
+    return generator
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator seeded from (trial seed, step): batches do not depend on history."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-EVAL_SEED = 2**31 - 1  # synthetic validation sets are the same for every trial and seed
+    """The training batch stream of (trial seed, step): batches do not depend on history."""
+    return stream(seed, Purpose.TRAIN, step)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raylab.results.aggregate import format_value, mean_sem
+from raylab.results.aggregate import format_value, mean_sem, missing, option_text, varying_task_options
 from raylab.results.identity import check_one_configuration, split_by_configuration
 from raylab.results.collect import ResultsError
 
@@ -143,19 +143,26 @@ def matching(trials: pd.DataFrame, where: dict) -> pd.DataFrame:
     for key, value in where.items():
         if key not in trials.columns:
             return trials.iloc[0:0]
-        mask &= trials[key] == value
+        # A missing `where` value (an option the column's task lacks) matches only missing cells.
+        mask &= trials[key].isna() if missing(value) else trials[key] == value
     return trials[mask]
 
 
 def inferred_layout(trials: pd.DataFrame, metric: str) -> PublishedTable:
     """Rows = variants, columns = experiments x task options that vary (e.g. `config.task.bptt`),
     x any other configuration column that differs within one variant's cell (one cell, one configuration)."""
-    keys = [k for k in trials.columns if (k in ("experiment", "budget") or k.startswith("config.task.")) and trials[k].nunique(dropna=False) > 1]
+    keys = [k for k in trials.columns if k in ("experiment", "task", "budget") and trials[k].nunique(dropna=False) > 1]
+    keys += varying_task_options(trials)  # within one task: another task's options are NaN, not a column each
     keys += split_by_configuration(trials, ["variant", *keys])[len(keys) + 1 :]
     combos = trials[keys].drop_duplicates().sort_values(keys).to_dict("records") if keys else [{}]
-    columns = [Column(", ".join(f"{k.removeprefix('config.task.').removeprefix('config.')}={v}" for k, v in combo.items()) or metric, combo) for combo in combos]
+    columns = [Column(column_label(combo) or metric, combo) for combo in combos]
     rows = [Row(variant, {"variant": variant}, [None] * len(columns)) for variant in dict.fromkeys(trials["variant"])]
     return PublishedTable(metric, metric, columns, rows)
+
+
+def column_label(combo: dict) -> str:
+    """`task=copy, delay=5`: options the column's task lacks (NaN) left out."""
+    return ", ".join(f"{k.removeprefix('config.task.').removeprefix('config.')}={option_text(v)}" for k, v in combo.items() if not missing(v))
 
 
 def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "final", decimals: int | None = None, compare: bool = True) -> pd.DataFrame:
@@ -171,6 +178,7 @@ def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "fi
     extra = [Row(v, {"variant": v}, [None] * len(published.columns)) for v in dict.fromkeys(trials["variant"]) if v not in listed]
     lines = []
     protocol_column = compare and published.states_mixed_protocols()
+    matched = False
     for row in [*published.rows, *extra]:
         line = {"model": row.label}
         if protocol_column:
@@ -180,6 +188,7 @@ def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "fi
             check_one_configuration(cell, f"{published.title}: row {row.label!r}, column {col.label!r}")
             values = cell[column] * published.scale + published.offset
             mean, sem, n = mean_sem(values.tolist())  # already scaled: sem is in the table's units
+            matched = matched or not cell.empty
             line[col.label] = format_value(mean, sem, n, decimals)
             if compare:
                 line[f"{col.label} (paper)"] = "—" if paper is None else f"{paper[0]:g}" + ("" if paper[1] is None else f" ± {paper[1]:g}")
@@ -187,6 +196,9 @@ def paper_table(trials: pd.DataFrame, published: PublishedTable, stat: str = "fi
                 z = math.nan if paper is None or n == 0 or other else se_difference(mean, sem, *paper)
                 line[f"{col.label} Δ/SE"] = "other protocol" if other else "n/a" if math.isnan(z) else f"{z:+.1f}"
         lines.append(line)
+    if not matched and (trials["status"] == "finished").any():
+        # A table of dashes with exit 0 would read as "nothing finished": say that nothing matched.
+        raise ResultsError(f"{published.title}: no finished trial matches any row x column of the table (columns select {', '.join(sorted({k for c in published.columns for k in c.where})) or 'nothing'})")
     return pd.DataFrame(lines)
 
 
