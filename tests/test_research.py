@@ -300,7 +300,7 @@ def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, caps
     limit; every error (arguments, output paths) writes nothing and leaves existing files as they were."""
     import json
 
-    from raylab.results.promote import configuration_key
+    from raylab.results.promote import what_runs
     from raylab.spec.rules import MAX_NAME_LENGTH
 
     name = "n" * 95  # "-best-4" would make it 102 bytes
@@ -341,7 +341,7 @@ def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, caps
     assert "copy delay=5 RNN h=8: final val/loss" in printed and "copy delay=6 LSTM h=8: final val/loss" in printed
     written = [tmp_path / f"best-{i}.yaml" for i in range(1, 5)]
     assert printed.count("wrote ") == 8 and all(f"wrote {path} (2 trials: 1 configurations x 2 seeds)" in printed for path in written)
-    scored = {(configuration_key(t), json.dumps(t["task"], sort_keys=True), t["variant"], t["hidden_size"])
+    scored = {(what_runs(t), json.dumps(t["task"], sort_keys=True), t["variant"], t["hidden_size"])
               for t in map(json.loads, trials["trial_json"])}
     names = set()
     for path in written:
@@ -350,7 +350,7 @@ def test_best_writes_exactly_what_it_scored_or_nothing(ray_1_cpu, tmp_path, caps
         assert len(promoted.spec.name.encode()) <= MAX_NAME_LENGTH and promoted.spec.name.endswith(f"-best-{path.stem[-1]}")
         assert promoted.spec.seeds == [2, 3]  # the smallest seeds the experiment did not use
         for trial in promoted.trials:
-            assert (configuration_key(trial), json.dumps(trial["task"], sort_keys=True), trial["variant"], trial["hidden_size"]) in scored
+            assert (what_runs(trial), json.dumps(trial["task"], sort_keys=True), trial["variant"], trial["hidden_size"]) in scored
     assert len(names) == 4
 
 

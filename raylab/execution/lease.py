@@ -35,6 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from raylab.planning import storage
 
@@ -52,6 +53,7 @@ class LeaseHeld(Exception):
 class Lease:
     location: str  # the lease file
     owner: dict  # what this driver wrote
+    created_folders: list[str] = field(default_factory=list)  # local folders that taking the lease created, deepest first
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -67,6 +69,12 @@ class Lease:
                 fs.delete_file(path)
             except OSError as error:  # the run's results are safe; the next driver finds the lease stale
                 print(f"raylab: warning: could not remove {self.location} ({error}); the next driver takes it over", file=sys.stderr)
+        # A run refused before it wrote anything (no GPU, storage not shared) leaves no empty folders behind.
+        for folder in self.created_folders:
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: the run wrote results there
+                break
 
     def __enter__(self) -> Lease:
         return self
@@ -152,6 +160,7 @@ def acquire(sweep_dir: str, command: str, take_over: bool = False) -> Lease:
         if existing:
             print(f"raylab: taking over {sweep_dir} from {describe_owner(existing, now)} ({reason})", file=sys.stderr, flush=True)
     owner = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": now, "heartbeat": now}
+    created_folders = [] if storage.is_uri(sweep_dir) else missing_folders(storage.absolute(sweep_dir))
     if existing is None and not storage.is_uri(location):
         if not create_exclusively(location, json.dumps(owner)):  # another driver created it just now
             return acquire(sweep_dir, command, take_over=False)
@@ -161,10 +170,20 @@ def acquire(sweep_dir: str, command: str, take_over: bool = False) -> Lease:
         current = read_lease(location)
         if current is None or current.get("token") != owner["token"]:
             raise LeaseHeld(held_message(sweep_dir, current or {}, time.time()) + " (it took the lease at the same moment)")
-    lease = Lease(location, owner)
+    lease = Lease(location, owner, created_folders=created_folders)
     lease.thread = threading.Thread(target=renew, args=(lease,), name="raylab-lease", daemon=True)
     lease.thread.start()
     return lease
+
+
+def missing_folders(folder: str) -> list[str]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        missing.append(str(path))
+        path = path.parent
+    return missing
 
 
 def create_exclusively(path: str, text: str) -> bool:

@@ -91,10 +91,16 @@ def applicable_options(optimizer: dict) -> dict:
     return {k: v for k, v in optimizer.items() if ONLY_FOR.get(k, optimizer["name"]) == optimizer["name"]}
 
 
+def what_runs(trial: dict) -> str:
+    """The configuration a trial trains: its cell, optimizer and training spec."""
+    return json.dumps({k: trial[k] for k in CHOSEN_KEYS}, sort_keys=True)
+
+
 def configuration_key(trial: dict) -> str:
-    # Two searches may draw the same values on the same seed: their trials are distinct (docs/identity.md),
-    # and pooling them would count one seed twice in the mean.
-    return json.dumps({**{k: trial[k] for k in CHOSEN_KEYS}, "search": trial.get("search")}, sort_keys=True)
+    """A scored configuration: what runs, and the search that drew it. Two searches may draw the same
+    values on the same seed: their trials are distinct (docs/identity.md), and pooling them would count
+    one seed twice in the mean."""
+    return json.dumps({"runs": what_runs(trial), "search": trial.get("search")}, sort_keys=True)
 
 
 def slot_key(trial: dict) -> str:
@@ -289,9 +295,10 @@ def checked(path: Path, text: str, group: list[Choice]) -> Sweep:
     the configuration it scored (cell, optimizer, training, task, hidden size)."""
     sweep = load_sweep(path, text=text)
     for choice in group:
-        wanted = (configuration_key(choice.best.trial), json.dumps(choice.task, sort_keys=True))
+        # The promoted file has no search: compare what runs, not the search that drew it.
+        wanted = (what_runs(choice.best.trial), json.dumps(choice.task, sort_keys=True))
         resolved = [t for t in sweep.trials if t["variant"] == choice.variant and t["hidden_size"] == choice.hidden_size]
-        if not resolved or any((configuration_key(t), json.dumps(t["task"], sort_keys=True)) != wanted for t in resolved):
+        if not resolved or any((what_runs(t), json.dumps(t["task"], sort_keys=True)) != wanted for t in resolved):
             raise ResultsError(f"{path}: {choice.variant} h={choice.hidden_size} would not run the configuration that was scored; nothing written")
     return sweep
 
