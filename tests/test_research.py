@@ -291,6 +291,9 @@ def test_best_ranks_a_configuration_with_a_diverged_seed_below_every_one_that_fi
     choice, = promote.choose(scored_trials(tmp_path, {1.0e-3: errored, 1.0e-2: lucky}), "val/loss", "final", "min")
     assert choice.best.trial["optimizer"]["lr"] == 1.0e-2
     assert "final val/loss 0.15 (n=2, 1 of 3 seeds diverged); runner-up 0.4 (n=2, 1 of 3 seeds errored)," in promote.explain(choice, "val/loss", "final")
+    # A tie is said as one (it once read as a choice the data made).
+    choice, = promote.choose(scored_trials(tmp_path, {1.0e-3: clean, 1.0e-2: [("finished", 0.5), ("finished", 0.4), ("finished", 0.3)]}), "val/loss", "final", "min")
+    assert "margin 0; a TIE, the first in the sweep's order is chosen" in promote.explain(choice, "val/loss", "final")
 
 
 @pytest.mark.ray

@@ -201,7 +201,9 @@ def explain(choice: Choice, metric: str, stat: str) -> str:
         return f"{head}, the only configuration with a finished seed"
     margin = abs(choice.best.mean - choice.runner_up.mean)
     ranked = "" if choice.runner_up.complete or not choice.best.complete else " (ranked below: not every seed finished)"
-    return (f"{head}; runner-up {choice.runner_up.mean:.4g} ({choice.runner_up.note()}){ranked}, margin {margin:.3g}; "
+    # A tie is said as one: the data did not choose, the sweep's order did.
+    tied = "; a TIE, the first in the sweep's order is chosen" if margin == 0 and choice.best.complete == choice.runner_up.complete else ""
+    return (f"{head}; runner-up {choice.runner_up.mean:.4g} ({choice.runner_up.note()}){ranked}, margin {margin:.3g}{tied}; "
             f"chosen {difference(choice.best.trial, choice.runner_up.trial)}")
 
 
