@@ -64,6 +64,10 @@ BAD = [
      "search.space.optimizer.lr: also a grid: key"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "algorithm": "hyperopt"}}, "search.algorithm: 'hyperopt' is not one of random"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "scheduler": {"grace_period": 50}}}, "search.scheduler.grace_period: 50 steps leaves nothing"),
+    # With an epoch budget the grace period was not checked: ASHA past every budget stops nothing, silently.
+    ({"task": {"name": "mnist"}, "training": {"epochs": 1, "eval_every": 100},
+      "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "scheduler": {"grace_period": 100000}}},
+     "search.scheduler.grace_period: 100000 steps leaves nothing to stop within training.epochs=1"),
     # A typo in the metric once validated and silently turned ASHA off (it skips results without its metric).
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "metric": "val/los", "scheduler": {"grace_period": 5}}},
      "search.metric: 'val/los' is not a metric of task 'copy' (valid: train/loss, train/acc, val/loss, val/acc)"),

@@ -19,10 +19,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from raylab.planning.space import parse_domain, primary_metric
+from raylab.planning.space import budget_steps, parse_domain, primary_metric
 from raylab.spec.config import SearchSpec
-from raylab.spec.registry import build
-from raylab.tasks import TASKS
 from raylab.training.metrics import metric_mode
 
 
@@ -39,14 +37,6 @@ def objective(search: SearchSpec, trials: list[dict]) -> tuple[str, str]:
     """(metric, mode): the search's own, else the task's primary metric and the mode its name implies."""
     metric = search.metric or primary_metric(trials[0])
     return metric, search.mode or metric_mode(metric)
-
-
-def total_steps(trial: dict) -> int:
-    """A trial's budget in optimizer steps (ASHA's max_t)."""
-    training = trial["training"]
-    if training.get("steps") is not None:
-        return int(training["steps"])
-    return int(training["epochs"]) * build(TASKS, trial["task"], "task").steps_per_epoch
 
 
 class SlotASHA(FIFOScheduler):
@@ -96,7 +86,7 @@ def searched(search: SearchSpec, trials: list[dict], seed: int, tune_config: Any
         scheduler = SlotASHA(
             metric,
             mode,
-            max_t=max(total_steps(t) for t in trials),
+            max_t=max(budget_steps(t) for t in trials),
             grace_period=search.scheduler.grace_period,
             reduction_factor=search.scheduler.reduction_factor,
             stop_last_trials=False,  # a trial at its budget still reports its test split (final_splits)

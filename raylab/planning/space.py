@@ -182,9 +182,12 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
                     apply_sample(trial, {key: value}, count_parameters=False)
                 except ConfigError as error:
                     raise ConfigError(f"{where}: value {value!r}: {error}") from None
-    steps = spec.training.steps
-    if search.scheduler is not None and steps is not None and search.scheduler.grace_period >= steps:
-        raise ConfigError(f"search.scheduler.grace_period: {search.scheduler.grace_period} steps leaves nothing to stop within training.steps={steps}")
+    if search.scheduler is not None:
+        # In steps, whether the budget is steps or epochs: a grace period past every budget turns ASHA off silently.
+        budget = min(budget_steps(trial) for trial in trials)
+        if search.scheduler.grace_period >= budget:
+            written = f"training.steps={spec.training.steps}" if spec.training.steps is not None else f"training.epochs={spec.training.epochs} ({budget} steps)"
+            raise ConfigError(f"search.scheduler.grace_period: {search.scheduler.grace_period} steps leaves nothing to stop within {written}")
     if search.scheduler is not None and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
         raise ConfigError("search.metric: the sweep's tasks have different primary metrics; name the one to optimize")
     check_objective(search, trials)
@@ -216,6 +219,14 @@ def check_objective(search: Any, trials: list[dict]) -> None:
             "(accuracies by max, every other metric by min) in checkpoints, tables and `raylab best`; leave mode out or set it to "
             f"{metric_mode(metric)}"
         )
+
+
+def budget_steps(trial: dict) -> int:
+    """A trial's budget in optimizer steps (ASHA's time unit): its steps, or its epochs times the task's steps per epoch."""
+    training = trial["training"]
+    if training.get("steps") is not None:
+        return int(training["steps"])
+    return int(training["epochs"]) * build(TASKS, trial["task"], "task").steps_per_epoch
 
 
 def primary_metric(trial: dict) -> str:
