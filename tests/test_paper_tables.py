@@ -143,6 +143,10 @@ def test_tables_of_a_sweep_over_two_tasks(ray_1_cpu, tmp_path, capsys):
         cells = row.split(" | ")
         assert "(reference)" in row if "| LSTM |" in row else cells[-2].startswith(("+", "−")) and "[" in cells[-2], row
 
+    assert main(["table", results, "--vs", "NOPE"]) == 2  # one line on stderr, no caption above it on stdout
+    refused = capsys.readouterr()
+    assert refused.out == "" and "--vs: no variant 'NOPE'" in refused.err, refused
+
     assert main(["table", results, "--vs", "LSTM", "--format", "csv"]) == 0
     vs = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert set(vs.loc[vs["variant"] == "RNN", "val/loss.vs"]) == {"row"} and vs["val/loss.diff"].notna().sum() == 3

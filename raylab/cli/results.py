@@ -20,14 +20,15 @@ def print_table(path: str, by: list[str] | None = None, metrics: list[str] | Non
     by = table_groups(trials, by)  # one row per configuration: columns that differ are added
     metrics = metrics or default_metrics(trials, stat)
     summary = summarize(trials, by, metrics, stat)
-    if fmt != "csv":
-        print(f"{caption(stat)}\n")
     if vs:
-        from raylab.results.compare import render_vs
+        from raylab.results.compare import render_vs  # scipy: only for --vs
 
-        print(render_vs(trials, summary, by, metrics, stat, fmt, vs, decimals))
+        table = render_vs(trials, summary, by, metrics, stat, fmt, vs, decimals)
     else:
-        print(render(summary, by, metrics, fmt, decimals))
+        table = render(summary, by, metrics, fmt, decimals)
+    if fmt != "csv":  # after the table is made: a refused --vs prints its one line and nothing else
+        print(f"{caption(stat)}\n")
+    print(table)
     note = code_note(trials, by)
     if note:
         print(f"raylab: {note}", file=sys.stderr)
