@@ -91,6 +91,18 @@ def test_bad_grid_search_and_import_paths_are_one_line_errors(tmp_path, capsys, 
     assert err == err.splitlines()[0] and f"{path}: {message}" in err, err
 
 
+def test_a_variant_that_no_searched_key_applies_to_is_said(tmp_path, capsys):
+    """An LSTM beside a search over `cell.nonlinearity` trains one configuration num_samples times:
+    allowed, but it was silent (its n=1 row looked like a search's result)."""
+    path = write(tmp_path, search={"num_samples": 3, "space": {"cell.nonlinearity": {"choice": ["tanh", "relu"]}}})
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "variants[1] (LSTM): no key of search.space applies to its cell, so its 3 samples are one configuration" in err, err
+    assert "variants[0]" not in err
+    path = write(tmp_path, search={"num_samples": 3, "space": {"optimizer.lr": {"loguniform": [1.0e-4, 1.0e-2]}}})
+    assert main(["validate", str(path)]) == 0 and "warning" not in capsys.readouterr().err
+
+
 def test_user_cell_options_are_checked_against_its_signature(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     good = write(tmp_path, variants=[{"cell": {"name": "mylab.cells:GatedIndRNN", "gain": 0.9}}])

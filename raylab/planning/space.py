@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import itertools
 import json
+import sys
 from typing import Any
 
 import torch
@@ -191,6 +192,18 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
     if search.scheduler is not None and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
         raise ConfigError("search.metric: the sweep's tasks have different primary metrics; name the one to optimize")
     check_objective(search, trials)
+    warn_unsearched_variants(spec)
+
+
+def warn_unsearched_variants(spec: SweepSpec) -> None:
+    """A variant that no key of the space applies to (an LSTM beside `cell.nonlinearity`) trains one
+    configuration num_samples times: legal (a baseline beside a search), but said, once it is valid."""
+    search = spec.search
+    for index, variant in enumerate(spec.variants):
+        if not any(not key.startswith("cell.") or cell_accepts(variant.cell, key.partition(".")[2]) for key in search.space):
+            print(f"raylab: warning: variants[{index}] ({spec.variant_label(index)}): no key of search.space applies to its cell, "
+                  f"so its {search.num_samples} samples are one configuration, trained {search.num_samples} times (one table row)",
+                  file=sys.stderr, flush=True)
 
 
 def check_objective(search: Any, trials: list[dict]) -> None:
