@@ -153,3 +153,10 @@ def test_bad_plot_sections_are_refused_before_anything_runs(tmp_path, capsys, pl
     demo = Path(__file__).resolve().parents[1] / "jobs" / "copy-demo.yaml"
     assert main(["validate", str(demo), "--set", f"plot=[{plot}]"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_two_figures_of_one_file_are_refused(capsys):
+    """The second would silently replace the first at the end of the run."""
+    demo = Path(__file__).resolve().parents[1] / "jobs" / "copy-demo.yaml"
+    assert main(["validate", str(demo), "--set", "plot=[{out: x.png}, {out: x.png, logy: true}]"]) == 2
+    assert "plot[1].out: x.png is also plot[0]'s file; the second figure would replace the first" in capsys.readouterr().err

@@ -221,6 +221,10 @@ class SweepSpec:
             check_positive(size, f"hidden_sizes[{i}]")
         check_distinct(self.hidden_sizes or [], "hidden_sizes")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
+        outs = [figure.out for figure in self.plot]
+        for i, out in enumerate(outs):
+            if out in outs[:i]:
+                raise ConfigError(f"plot[{i}].out: {out} is also plot[{outs.index(out)}]'s file; the second figure would replace the first")
         if self.search is not None and len(self.seeds) > 1:
             raise ConfigError(
                 f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
