@@ -61,31 +61,40 @@ def result_rows(sweep_dir: Path) -> list[dict]:
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
+def wait_for_rows(driver: subprocess.Popen, sweep_dir: Path, count: int, what: str) -> None:
+    """Until the sweep's result.json files hold `count` rows (within 240 s, while the driver lives)."""
+    deadline = time.monotonic() + 240
+    while len(result_rows(sweep_dir)) < count:
+        assert driver.poll() is None, driver.stdout.read()
+        assert time.monotonic() < deadline, f"not reached within 240 s: {what}"
+        time.sleep(0.2)
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp_path, capsys):
+def slow_sweep(tmp_path: Path, name: str, **changes) -> tuple[Path, tuple[str, ...]]:
+    """A one-LSTM copy sweep of about 0.2 s a step on one core (a Ctrl-C or a second driver lands
+    mid-trial): its sweep folder and the `raylab run` arguments that run it on one CPU."""
     sweep = {
-        "name": "rerun",
-        # About 0.2 s per step on one free core: a Ctrl-C lands mid-trial.
+        "name": name,
         "task": {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20},
         "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
         "hidden_sizes": [128],
         "seeds": [0],
         "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
         "storage": str(tmp_path / "results"),
+        **changes,
     }
-    sweep_file = tmp_path / "rerun.yaml"
+    sweep_file = tmp_path / f"{name}.yaml"
     sweep_file.write_text(yaml.safe_dump(sweep))
-    sweep_dir = tmp_path / "results" / "rerun"
-    command = ("run", str(sweep_file), "--num-cpus", "1")
+    return tmp_path / "results" / name, ("run", str(sweep_file), "--num-cpus", "1")
+
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp_path, capsys):
+    sweep_dir, command = slow_sweep(tmp_path, "rerun")
 
     first = raylab(*command)
-    deadline = time.monotonic() + 240
-    while len(result_rows(sweep_dir)) < 2:  # two checkpoints written
-        assert first.poll() is None, first.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.2)
+    wait_for_rows(first, sweep_dir, 2, "two checkpoints written")
     first.send_signal(signal.SIGINT)  # Ctrl-C
     interrupted, _ = first.communicate(timeout=120)
     stopped_at = max(row["step"] for row in result_rows(sweep_dir))
@@ -187,26 +196,10 @@ def test_a_live_drivers_lease_is_refused_in_one_line_and_a_dead_ones_taken_over(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed_one(tmp_path, capsys):
-    sweep = {
-        "name": "two",
-        "task": {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20},  # about 0.2 s a step on one core
-        "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
-        "hidden_sizes": [128],
-        "seeds": [0, 1],
-        "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
-        "storage": str(tmp_path / "results"),
-    }
-    sweep_file = tmp_path / "two.yaml"
-    sweep_file.write_text(yaml.safe_dump(sweep))
-    sweep_dir = tmp_path / "results" / "two"
-    command = ("run", str(sweep_file), "--num-cpus", "1")
+    sweep_dir, command = slow_sweep(tmp_path, "two", seeds=[0, 1])
 
     first = raylab(*command)
-    deadline = time.monotonic() + 240
-    while len(result_rows(sweep_dir)) < 2:  # the first driver is training
-        assert first.poll() is None, first.stdout.read()
-        assert time.monotonic() < deadline, "no report within 240 s"
-        time.sleep(0.2)
+    wait_for_rows(first, sweep_dir, 2, "the first driver is training")
     assert main(list(command)) == 2  # a second driver of the same file, before it reads or restores anything
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is being driven by `raylab run" in err and f"pid {first.pid} on host" in err, err
@@ -220,11 +213,7 @@ def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed
     # A driver killed mid-run leaves its lease; the next one on this host sees its pid is gone and takes over.
     reported = len(result_rows(sweep_dir))
     grown = raylab(*command, "seeds=[0,1,2]")
-    deadline = time.monotonic() + 240
-    while len(result_rows(sweep_dir)) < reported + 2:  # the third seed has a checkpoint
-        assert grown.poll() is None, grown.stdout.read()
-        assert time.monotonic() < deadline, "the third seed did not report within 240 s"
-        time.sleep(0.2)
+    wait_for_rows(grown, sweep_dir, reported + 2, "the third seed has a checkpoint")
     assert lease_file(sweep_dir).exists()
     # Not at the instant of a report: Tune then writes its searcher state, which a SIGKILL can leave
     # empty, and Tune's restore fails on it (a limit of Tune's restore, not of the lease).
@@ -242,27 +231,10 @@ def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed
 @pytest.mark.ray
 @pytest.mark.slow
 def test_running_a_search_again_after_ctrl_c_continues_it_in_its_run(tmp_path):
-    sweep = {
-        "name": "search",
-        "task": {"name": "copy", "delay": 300, "batch_size": 32, "eval_size": 20},  # about 0.2 s a step on one core
-        "variants": [{"cell": {"name": "lstm"}, "label": "LSTM"}],
-        "hidden_sizes": [128],
-        "seeds": [0],
-        "training": {"steps": STEPS, "eval_every": EVAL_EVERY},
-        "search": {"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-2]}}},
-        "storage": str(tmp_path / "results"),
-    }
-    sweep_file = tmp_path / "search.yaml"
-    sweep_file.write_text(yaml.safe_dump(sweep))
-    sweep_dir = tmp_path / "results" / "search"
-    command = ("run", str(sweep_file), "--num-cpus", "1")
+    sweep_dir, command = slow_sweep(tmp_path, "search", search={"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-2]}}})
 
     first = raylab(*command)
-    deadline = time.monotonic() + 240
-    while len(result_rows(sweep_dir)) < 2:  # the first sample has two checkpoints
-        assert first.poll() is None, first.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.2)
+    wait_for_rows(first, sweep_dir, 2, "the first sample has two checkpoints")
     first.send_signal(signal.SIGINT)
     interrupted, _ = first.communicate(timeout=120)
     assert first.returncode == 130, interrupted
