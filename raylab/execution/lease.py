@@ -35,7 +35,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from raylab.planning import storage
 
@@ -160,7 +159,7 @@ def acquire(sweep_dir: str, command: str, take_over: bool = False) -> Lease:
         if existing:
             print(f"raylab: taking over {sweep_dir} from {describe_owner(existing, now)} ({reason})", file=sys.stderr, flush=True)
     owner = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": now, "heartbeat": now}
-    created_folders = [] if storage.is_uri(sweep_dir) else missing_folders(storage.absolute(sweep_dir))
+    created_folders = [] if storage.is_uri(sweep_dir) else [str(folder) for folder in storage.missing_folders(storage.absolute(sweep_dir))]
     if existing is None and not storage.is_uri(location):
         if not create_exclusively(location, json.dumps(owner)):  # another driver created it just now
             return acquire(sweep_dir, command, take_over=False)
@@ -174,16 +173,6 @@ def acquire(sweep_dir: str, command: str, take_over: bool = False) -> Lease:
     lease.thread = threading.Thread(target=renew, args=(lease,), name="raylab-lease", daemon=True)
     lease.thread.start()
     return lease
-
-
-def missing_folders(folder: str) -> list[str]:
-    """`folder` and its ancestors that do not exist yet, deepest first."""
-    missing = []
-    path = Path(folder)
-    while not path.exists() and path != path.parent:
-        missing.append(str(path))
-        path = path.parent
-    return missing
 
 
 def create_exclusively(path: str, text: str) -> bool:

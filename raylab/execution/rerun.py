@@ -92,7 +92,8 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
             rows = [row for row, _ in collect_run(run_dir)]
             run = EarlierRun(storage.join(sweep_location, run_dir.name), restorable(run_dir), {})
             samples: dict[str, list[dict]] = {}
-            bases = searched_bases(run_dir)
+            manifest = manifest_of(run_dir)
+            bases = searched_bases(manifest)
             for row in rows:
                 if row.get("search_base"):
                     samples.setdefault(row["search_base"], []).append(row)
@@ -104,7 +105,7 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
             for base, rows_of_search in samples.items():
                 run.searches[base] = search_status(rows_of_search)
                 run.search_code[base] = "; ".join(sorted({str(row["code_version"]) for row in rows_of_search}))
-            run.searched_slots = searched_slots(run_dir)
+            run.searched_slots = searched_slots(manifest)
             runs.append(run)
     return runs
 
@@ -121,17 +122,15 @@ def manifest_of(run_dir: Path) -> dict:
         return {}  # unreadable: collect_run has said so; such a run holds no search we can name
 
 
-def searched_bases(run_dir: Path) -> set[str]:
+def searched_bases(manifest: dict) -> set[str]:
     """Hashes of the base trials a run searched from (its manifest lists them, with their search)."""
-    manifest = manifest_of(run_dir)
     searched = bool((manifest.get("sweep") or {}).get("search"))
     return {t["config_hash"] for t in manifest.get("trials", []) if isinstance(t, dict) and searched and "config_hash" in t}
 
 
-def searched_slots(run_dir: Path) -> dict[str, dict | None]:
+def searched_slots(manifest: dict) -> dict[str, dict | None]:
     """slot_hash -> the search identity a run ran on that slot; None for a run written before raylab
     recorded the identity (its base trials have no `search` key)."""
-    manifest = manifest_of(run_dir)
     if not (manifest.get("sweep") or {}).get("search"):
         return {}
     slots = {}

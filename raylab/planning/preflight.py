@@ -48,23 +48,22 @@ def check_storage(location: str) -> None:
             raise ConfigError(f"storage: {location}: is a file, not a folder")
         return
     path = Path(location).expanduser()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    missing = storage.missing_folders(path)
+    existing = missing[-1].parent if missing else path
     if not existing.is_dir():
         raise ConfigError(f"storage: {location}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"storage: {location}: {existing} is not writable")
-    probe_local_folder(location, path, existing)
+    probe_local_folder(location, path, missing)
 
 
-def probe_local_folder(location: str, path: Path, existing: Path) -> None:
+def probe_local_folder(location: str, path: Path, missing: list[Path]) -> None:
     """Create the missing folders and a file in the last one, then remove all of it: permission bits
     do not tell everything (root may "write" to /proc, where no folder can be made; a read-only mount;
     a full disk), and Tune would otherwise fail with a traceback after Ray started."""
     created: list[Path] = []
     try:
-        for folder in reversed([path, *path.parents][: len(path.parts) - len(existing.parts)]):
+        for folder in reversed(missing):  # the outermost first
             folder.mkdir()
             created.append(folder)
         with tempfile.TemporaryFile(dir=path, prefix=".raylab-probe-"):

@@ -33,6 +33,16 @@ def absolute(location: str | Path) -> str:
     return str(location) if is_uri(location) else str(Path(location).expanduser().resolve())
 
 
+def missing_folders(folder: str | Path) -> list[Path]:
+    """A local folder and its ancestors that do not exist yet, deepest first (empty if it exists)."""
+    missing = []
+    path = Path(folder).expanduser()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path inside it."""
     if is_uri(location):

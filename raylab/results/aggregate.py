@@ -52,8 +52,9 @@ def load_results(location: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, curves) of an experiment folder, from one collect: a collect that replaced the pair
     between the two reads is noticed (their collect ids differ) and the pair read again."""
     for _ in range(3):
-        trials = read_arrow(fresh_file(location, TRIALS_FILE))
-        curves = read_arrow(fresh_file(location, CURVES_FILE))
+        trials_path = fresh_file(location, TRIALS_FILE)  # the freshness rule, once for the pair
+        curves_path = storage.join(location, CURVES_FILE) if storage.is_dir(location) else fresh_file(location, CURVES_FILE)
+        trials, curves = read_arrow(trials_path), read_arrow(curves_path)
         if collect_id(trials) == collect_id(curves) or experiment_of(location) is not None or not storage.is_dir(location):
             return trials.to_pandas(), curves.to_pandas()
     raise ResultsError(f"{location}: trials.parquet and curves.parquet keep changing under this reader (another collect running?); try again")
