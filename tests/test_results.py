@@ -217,3 +217,30 @@ def test_a_curve_holds_the_last_attempt_only(tmp_path):
     (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in first + restored) + "\n")
     points = curve_points("t", read_results(tmp_path))  # a restore continues its attempt: one curve, steps re-reported win
     assert points[("t", 6, "val/loss")] == 2.5 and sorted({step for _, step, _ in points}) == [2, 4, 6]
+
+
+def test_reports_that_result_json_lost_come_back_from_the_checkpoint_of_the_same_chain(tmp_path):
+    """A driver killed while uploading the experiment state can leave a result.json older than the
+    checkpoint its trial restores from (raylab/training/reports.py): the report between is lost from
+    result.json, and the checkpoint's copy of the reports fills it in. Only from the same chain."""
+    import json
+
+    from raylab.results.collect import read_results
+    from raylab.training.reports import write_reports
+
+    def report(step: int, iteration: int, since: int, lineage: str) -> dict:
+        return {"step": step, "training_iteration": iteration, "iterations_since_restore": since, "val/loss": 1.0 / step, "lineage": lineage}
+
+    chain = [report(10 * i, i, i, "a") for i in range(1, 4)]  # steps 10, 20, 30, each with a checkpoint
+    # result.json kept steps 10 and 20; the trial restored from the step-30 checkpoint went on at 40.
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in [*chain[:2], report(40, 4, 1, "a")]) + "\n")
+    (tmp_path / "checkpoint_000002").mkdir()
+    write_reports(tmp_path / "checkpoint_000002", "a", chain)
+    assert [row["step"] for row in read_results(tmp_path)] == [10, 20, 30, 40]
+    points = curve_points("t", read_results(tmp_path))
+    assert points[("t", 30, "val/loss")] == 1.0 / 30
+
+    # A chain started afresh (no checkpoint) shares nothing with the old chain's checkpoint or rows.
+    afresh = [report(10, 1, 1, "b"), report(20, 2, 2, "b")]
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in [*chain[:2], report(40, 4, 1, "a"), *afresh]) + "\n")
+    assert [(row["step"], row["lineage"]) for row in read_results(tmp_path)] == [(10, "b"), (20, "b")]

@@ -8,34 +8,22 @@ unauthenticated job requests (401), and `raylab submit` with the token runs a sm
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from raylab.execution import submit
 from raylab.cli import main
+from realparts import VENV_BIN, free_port, http_status, make_cluster_token, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = "jobs/smoke.yaml"
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -120,74 +108,8 @@ def test_no_server_at_the_address_is_one_line_exit_2(command, no_token, capsys):
 # --- fault test 5: a token-protected head on loopback ---------------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (psutil is not a dependency)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def processes_mentioning(marker: str) -> list[int]:
-    """Processes whose command line names our private temp dir (Ray daemons that lost their parent)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker in cmdline.read_bytes().decode(errors="replace"):
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return [pid for pid in pids if pid != os.getpid()]
-
-
-def stop_head(head: subprocess.Popen, marker: str) -> None:
-    """Stop exactly the Ray processes this test started, by pid: never `ray stop`, which would stop
-    every Ray on the machine, including other people's."""
-    started = descendants(head.pid)
-    head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes on SIGTERM
-    try:
-        head.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        head.kill()
-        head.wait(timeout=10)
-    for pid in set(started + processes_mentioning(marker)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def request(url: str, method: str = "GET", token: str | None = None) -> int:
-    body = json.dumps({"entrypoint": "echo pwned"}).encode() if method == "POST" else None
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    # An opener of its own without proxies: urlopen's global one keeps the proxy settings of its first
-    # use in this process (another test's refusing proxy would make the head look down forever).
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(urllib.request.Request(url, data=body, method=method, headers=headers), timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except urllib.error.URLError:
-        return 0  # nothing listening (yet)
-
-
-def make_cluster_token(directory: Path) -> Path:
-    """What docs/cluster.md has users run: Ray's own generator (secrets.token_hex(32)), mode 600 in a 700 directory."""
-    directory.mkdir(mode=0o700, parents=True)
-    token_file = directory / "auth_token"
-    token_file.touch(mode=0o600)
-    token_file.write_text(secrets.token_hex(32))
-    return token_file
+    return http_status(url, method, token, body={"entrypoint": "echo pwned"} if method == "POST" else None)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +148,7 @@ def token_head():
             time.sleep(1)
         yield address, token_file, scratch
     finally:
-        stop_head(head, str(scratch))
+        stop_process(head, str(scratch))
         log.close()
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -24,6 +24,11 @@ from raylab.tasks import TASKS
 from raylab.tasks.data import DataError
 
 REACH_TIMEOUT_S = 10  # a bucket that has not answered by then is unreachable
+BUCKET_SCHEMES = ("s3", "gs", "gcs")  # URIs whose first path component is a bucket
+
+
+def scheme_of(location: str) -> str:
+    return location.split("://", 1)[0].lower()
 
 
 def check_storage(location: str) -> None:
@@ -36,14 +41,19 @@ def check_storage(location: str) -> None:
         try:
             fs, path = answering_filesystem(location)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
-            scheme = location.split("://", 1)[0]
+            scheme = scheme_of(location)
             raise ConfigError(f"storage: {location}: unknown or unsupported URI scheme {scheme!r} ({first_line(error)})") from None
         except OSError as error:
             raise ConfigError(f"storage: {location}: cannot reach it ({first_line(error)})") from None
+        bucket = path.split("/", 1)[0]
         try:
             info = fs.get_file_info(path)
-        except OSError as error:  # no such bucket, no credentials, no network
+            # A key in a missing bucket is just "not found"; Tune would fail on its first write.
+            bucket_missing = bucket and scheme_of(location) in BUCKET_SCHEMES and fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError as error:  # no credentials, no network, no permission
             raise ConfigError(f"storage: {location}: cannot reach it ({first_line(error)})") from None
+        if bucket_missing:
+            raise ConfigError(f"storage: {location}: bucket {bucket!r} does not exist (raylab creates folders in a bucket, not the bucket)")
         if info.type == pafs.FileType.File:
             raise ConfigError(f"storage: {location}: is a file, not a folder")
         return

@@ -15,7 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
-SKIPPED_WHEN_MIRRORING = ("checkpoint_",)  # model states: large, and not needed for tables
+from raylab.spec.config import check_storage_location
+from raylab.training.reports import REPORTS_FILE
+
+SKIPPED_WHEN_MIRRORING = ("checkpoint_",)  # model states: large, and not needed for tables (but their reports.json is)
 
 
 def is_uri(location: str | Path) -> bool:
@@ -46,6 +49,7 @@ def missing_folders(folder: str | Path) -> list[Path]:
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path inside it."""
     if is_uri(location):
+        check_storage_location(str(location), "experiment")
         return pafs.FileSystem.from_uri(str(location))
     return pafs.LocalFileSystem(), absolute(location)
 
@@ -83,7 +87,8 @@ def local_copy(location: str | Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="raylab-mirror-") as mirror:
         for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
             relative = PurePosixPath(info.path).relative_to(root)
-            if info.type != pafs.FileType.File or any(part.startswith(SKIPPED_WHEN_MIRRORING) for part in relative.parts):
+            in_checkpoint = any(part.startswith(SKIPPED_WHEN_MIRRORING) for part in relative.parts)
+            if info.type != pafs.FileType.File or (in_checkpoint and relative.name != REPORTS_FILE):
                 continue
             target = Path(mirror, *relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)

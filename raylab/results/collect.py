@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from raylab.planning import storage
 from raylab.training.ending import terminated_status
 from raylab.training.metrics import metric_mode
+from raylab.training.reports import LINEAGE_KEY, REPORTS_FILE, read_reports
 from raylab.results.provenance import code_version
 
 TRIALS_FILE = "trials.parquet"
@@ -84,6 +85,8 @@ def read_arrow(location: str | Path) -> pa.Table:
     """A Parquet file from a local path or a URI, as an Arrow table (its metadata kept)."""
     fs, path = storage.filesystem(location)
     if fs.get_file_info(path).type != pafs.FileType.File:
+        if not str(location).endswith(".parquet"):  # neither a folder (that would have been looked into) nor a file
+            raise ResultsError(f"{location}: no such experiment folder or Parquet file")
         raise ResultsError(f"{location}: no such file (run `raylab collect` on the experiment first)")
     try:
         return pq.read_table(path, filesystem=fs)
@@ -162,7 +165,8 @@ def experiment_of(location: str | Path) -> str | None:
 
 
 def read_results(trial_dir: Path | None) -> list[dict]:
-    """The rows of the trial's last attempt (JSON lines), skipping a torn last line from a killed writer."""
+    """The rows of the trial's last attempt (JSON lines), skipping a torn last line from a killed writer,
+    with the reports its result.json lost filled in from its newest checkpoint (`with_checkpoint_reports`)."""
     if trial_dir is None or not (trial_dir / RESULT_FILE).is_file():
         return []
     rows = []
@@ -171,21 +175,47 @@ def read_results(trial_dir: Path | None) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return last_attempt(rows)
+    return with_checkpoint_reports(last_attempt(rows), trial_dir)
 
 
 def last_attempt(rows: list[dict]) -> list[dict]:
-    """The rows from the last report that started the trial afresh.
+    """The rows of the last chain of attempts: the last start afresh and the restores that continued it.
 
     Tune appends every attempt to one result.json. An attempt restored from a checkpoint continues
     the one before it (Tune carries `training_iteration` on; its re-reported steps replace the old
     ones in `curve_points`), but an attempt started without a checkpoint (a trial whose checkpoint
-    was not recorded when its driver died, a restart) counts from `training_iteration` 1 again and
-    shares nothing with the earlier attempt. A curve holds one attempt: an earlier attempt's later
-    steps would otherwise stay in the curve and in `final/*` when the new one ends sooner.
+    was not recorded when its driver died, a restart) shares nothing with the earlier attempt. A curve
+    holds one chain: an earlier chain's later steps would otherwise stay in the curve and in `final/*`
+    when the new one ends sooner. Reports name their chain (`lineage`, raylab/training/reports.py);
+    older ones are cut at the last `training_iteration` 1, where a fresh start counts from.
     """
+    lineage = rows[-1].get(LINEAGE_KEY) if rows else None
+    if lineage is not None:
+        return [row for row in rows if row.get(LINEAGE_KEY) == lineage]
     starts = [i for i, row in enumerate(rows) if row.get("training_iteration") == 1]
     return rows[starts[-1]:] if starts else rows
+
+
+def with_checkpoint_reports(rows: list[dict], trial_dir: Path) -> list[dict]:
+    """`rows` and the reports of the same chain that only the trial's newest checkpoint holds, by step.
+
+    A driver killed while it uploaded the experiment state can leave a result.json older than the
+    checkpoint the trial was restored from (raylab/training/reports.py); the checkpoint's own copy of
+    the reports fills the gap. A checkpoint of another chain, or written before the copy, adds nothing.
+    """
+    if not rows or rows[-1].get(LINEAGE_KEY) is None:
+        return rows
+    checkpoints = sorted(path for path in trial_dir.glob("checkpoint_*") if (path / REPORTS_FILE).is_file())
+    if not checkpoints:
+        return rows
+    lineage, reports = read_reports(checkpoints[-1])
+    if lineage != rows[-1][LINEAGE_KEY]:
+        return rows
+    have = {row.get("step") for row in rows}
+    lost = [report for report in reports if report.get("step") is not None and report["step"] not in have]
+    if not lost:
+        return rows
+    return sorted(rows + lost, key=lambda row: row["step"])  # stable: re-reported steps keep their order
 
 
 def curve_points(trial_id: str, results: list[dict]) -> dict[tuple[str, int, str], float]:

@@ -184,6 +184,18 @@ class PlotSpec:
             raise ConfigError(f"{where}.metrics: must list at least one metric")
 
 
+def check_storage_location(location: str, where: str) -> None:
+    """A storage URI is a scheme and a path, nothing after them. pyarrow would read options from a
+    query (`s3://b/p?endpoint_override=...`), but raylab appends folder names to the location, which
+    would land inside the query; the endpoint of an S3-compatible store is set the standard way
+    (`AWS_ENDPOINT_URL`, docs/cluster.md), where every tool reads it."""
+    if "://" in location and ("?" in location or "#" in location):
+        raise ConfigError(
+            f"{where}: {location}: options in a storage URI ('?' or '#') are not supported; "
+            "set AWS_ENDPOINT_URL for an S3-compatible endpoint (docs/cluster.md)"
+        )
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
@@ -221,6 +233,7 @@ class SweepSpec:
             check_positive(size, f"hidden_sizes[{i}]")
         check_distinct(self.hidden_sizes or [], "hidden_sizes")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
+        check_storage_location(self.storage, "storage")
         outs = [figure.out for figure in self.plot]
         for i, out in enumerate(outs):
             if out in outs[:i]:
