@@ -229,3 +229,30 @@ def test_both_interrupted_sweeps_computed_what_an_uninterrupted_one_computes(clu
         trials = raylab.load_trials(cluster.s3.uri(f"cluster/{name}"))
         finals[name] = trials.set_index(["variant", "seed"])["final/val/loss"].sort_index()
     assert finals["node-loss"].equals(finals["reference"]) and finals["driver-loss"].equals(finals["reference"]), finals
+
+
+def test_a_stopped_job_is_resumed_with_the_documented_ray_job_submit(cluster):
+    """docs/cluster.md section 4, word for word: a job stopped mid-sweep (`ray job stop`, here through
+    the Jobs API) is continued by `ray job submit ... python -m raylab.cli resume s3://... --address auto`."""
+    if not cluster.workers or cluster.workers[-1].process.poll() is not None:
+        cluster.add_worker()
+    first = cluster.submit(*sweep_overrides(cluster, "stopped"))
+    wait_for_checkpoints(cluster.s3, "cluster/stopped/", trials=2, index=1)
+    client = submit.connect(cluster.address, cluster.token_file.read_text())
+    client.stop_job(first)
+    deadline = time.monotonic() + 120
+    while str(client.get_job_status(first)) not in submit.TERMINAL:
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(1)
+    assert str(client.get_job_status(first)) == "STOPPED"
+
+    env = {k: v for k, v in cluster.env.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    resumed = subprocess.run(
+        [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", ".", "--",
+         "python", "-m", "raylab.cli", "resume", cluster.s3.uri("cluster/stopped"), "--address", "auto", "--errored", "resume"],
+        cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(cluster.token_file)},
+        capture_output=True, text=True, timeout=400,
+    )
+    assert resumed.returncode == 0 and "succeeded" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    reports = check_results_in_bucket(cluster, "stopped")
+    assert sum(continued(rows) for rows in reports.values()) >= 2, reports

@@ -25,6 +25,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab.planning import storage  # noqa: E402
+from raylab.execution.checkpoint_records import MendCheckpointRecords  # noqa: E402
 from raylab.execution.live import SIGINT_SEEN, live_progress, trial_dirname, trial_display_name  # noqa: E402
 from raylab.execution.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results.collect import MANIFEST, tune_trials  # noqa: E402
@@ -120,7 +121,7 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
-        callbacks=[live_progress(sweep), *logger_callbacks()],
+        callbacks=[live_progress(sweep), MendCheckpointRecords(), *logger_callbacks()],
     )
     return tune_config, run_config
 

@@ -1,0 +1,111 @@
+"""A restored run whose experiment state names checkpoints that Tune's retention already deleted.
+
+Tune deletes a trial's oldest checkpoint as soon as it registers a newer one; the experiment state
+that names the trial's checkpoints reaches storage later. A driver killed in between leaves a state
+naming deleted checkpoints (seen in CI with an S3 bucket: raylab/execution/checkpoint_records.py).
+Here the window is made wide and certain with real files: the run's state is saved aside early,
+the driver is SIGKILLed later, the early state is put back (the one a slow upload would have left)
+and the checkpoints it names are deleted (what Tune's retention did meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import raylab
+from raylab.results.collect import tune_trials
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = str(ROOT / "jobs" / "smoke.yaml")
+STEPS, EVAL_EVERY = 800, 100
+
+
+def raylab_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raylab.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def state_checkpoints(state_file: Path) -> list[str]:
+    """Each trial's latest checkpoint folder name as the state file's last results name it ('' for none)."""
+    trials = json.loads(state_file.read_text())["trial_data"]
+    return [json.loads(metadata)["last_result"].get("checkpoint_dir_name", "") if isinstance(metadata, str) else metadata["last_result"].get("checkpoint_dir_name", "")
+            for _, metadata in trials]
+
+
+def newest_checkpoints(run_dir: Path) -> list[int]:
+    return [max((int(c.name.removeprefix("checkpoint_")) for c in trial.glob("checkpoint_*")), default=-1)
+            for trial in run_dir.iterdir() if trial.is_dir()]
+
+
+def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage(tmp_path):
+    common = (SMOKE, "seeds=[0]", "hidden_sizes=[64]", f"training.steps={STEPS}", f"training.eval_every={EVAL_EVERY}", "--num-cpus", "2")
+    driver = subprocess.Popen([sys.executable, "-m", "raylab.cli", "run", common[0], "name=raced", f"storage={tmp_path / 'results'}", *common[1:]],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sweep = tmp_path / "results" / "raced"
+    early = tmp_path / "early-state"
+    deadline = time.monotonic() + 300
+    run_dir = None
+    while True:  # save the first state that names a checkpoint of both trials
+        assert driver.poll() is None, driver.communicate()[0]
+        assert time.monotonic() < deadline, "no experiment state naming a checkpoint of each trial within 300 s"
+        run_dir = next(sweep.glob("run-*"), None)
+        states = sorted(run_dir.glob("experiment_state-*.json")) if run_dir else []
+        try:
+            named = state_checkpoints(states[-1]) if states else []
+        except (ValueError, KeyError, OSError):
+            named = []  # caught mid-write
+        if len(named) == 2 and all(named):
+            shutil.copytree(run_dir, early, ignore=shutil.ignore_patterns("*_0000*"))  # the run's own files, not the trials'
+            break
+        time.sleep(0.1)
+    while min(newest_checkpoints(run_dir), default=-1) < max(int(n.removeprefix("checkpoint_")) for n in named) + 3:
+        assert driver.poll() is None, driver.communicate()[0]
+        assert time.monotonic() < deadline, f"no three newer checkpoints within 300 s: {newest_checkpoints(run_dir)}"
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its embedded Ray, as a lost machine
+    driver.wait(timeout=30)
+
+    for state in run_dir.glob("experiment_state-*.json"):
+        state.unlink()
+    for saved in early.iterdir():
+        if saved.is_file():
+            shutil.copy2(saved, run_dir / saved.name)
+    for trial in tune_trials(run_dir):
+        for result in trial.run_metadata.checkpoint_manager._checkpoint_results:
+            shutil.rmtree(result.checkpoint.path, ignore_errors=True)  # what Tune's retention deleted after that state was saved
+        assert not Path(trial.checkpoint.path).exists()
+        assert any(Path(trial.storage.trial_fs_path).glob("checkpoint_*")), "a newer checkpoint is left to resume from"
+
+    resumed = raylab_cli("resume", str(sweep), cwd=tmp_path, timeout=400)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output
+    assert "does not exist on storage" not in output and "Error handling checkpoint" not in output, output
+
+    trials = raylab.load_trials(sweep)
+    assert sorted(trials["variant"]) == ["LSTM", "RNN"] and set(trials["status"]) == {"finished"} and set(trials["steps"]) == {STEPS}
+    for trial_dir in (d for d in run_dir.iterdir() if d.is_dir()):
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        restarts = [row for row in rows if row["iterations_since_restore"] == 1 and row["training_iteration"] > 1]
+        assert restarts and restarts[-1]["step"] > EVAL_EVERY * 2, f"{trial_dir.name} did not continue from a later checkpoint"
+        assert all(row["step"] == row["training_iteration"] * EVAL_EVERY for row in rows), trial_dir.name
+    curves = raylab.load_curves(sweep)
+    assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+
+    reference = raylab_cli("run", common[0], "name=reference", f"storage={tmp_path / 'results'}", *common[1:], cwd=tmp_path, timeout=400)
+    assert reference.returncode == 0, reference.stderr
+    expected = raylab.load_curves(tmp_path / "results" / "reference").merge(raylab.load_trials(tmp_path / "results" / "reference")[["trial_id", "variant"]])
+    got = curves.merge(trials[["trial_id", "variant"]])
+    key = ["variant", "step", "metric"]
+    merged = got[[*key, "value"]].merge(expected[[*key, "value"]], on=key, suffixes=("", "_expected"), how="outer")
+    assert merged["value"].notna().all() and merged["value_expected"].notna().all(), merged[merged.isna().any(axis=1)].to_string()
+    assert (merged["value"] - merged["value_expected"]).abs().max() <= 1e-6 * merged["value_expected"].abs().max()
