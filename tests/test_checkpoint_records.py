@@ -38,8 +38,8 @@ def raylab_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Comple
 def state_checkpoints(state_file: Path) -> list[str]:
     """Each trial's latest checkpoint folder name as the state file's last results name it ('' for none)."""
     trials = json.loads(state_file.read_text())["trial_data"]
-    return [json.loads(metadata)["last_result"].get("checkpoint_dir_name", "") if isinstance(metadata, str) else metadata["last_result"].get("checkpoint_dir_name", "")
-            for _, metadata in trials]
+    metadata = [json.loads(entry) if isinstance(entry, str) else entry for _, entry in trials]
+    return [entry["last_result"].get("checkpoint_dir_name", "") for entry in metadata]
 
 
 def newest_checkpoints(run_dir: Path) -> list[int]:

@@ -25,7 +25,6 @@ Tune's records are private attributes (`_CheckpointManager._checkpoint_results`,
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -35,7 +34,7 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune.experiment import Trial
 
 from raylab.execution.trainable import CHECKPOINT_FILE
-from raylab.training.reports import REPORTS_FILE
+from raylab.training.reports import REPORTS_FILE, parse_reports
 
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})$")
 
@@ -113,8 +112,8 @@ def surviving_successor(filesystem: pafs.FileSystem, trial_path: str, after: int
             continue
         try:
             with filesystem.open_input_stream(f"{path}/{REPORTS_FILE}") as stream:
-                reports = json.loads(stream.read())["reports"]
-        except (OSError, ValueError, KeyError, TypeError):
+                _, reports = parse_reports(stream.read())
+        except OSError:
             continue
         if reports:
             return path, index, reports

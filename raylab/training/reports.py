@@ -33,9 +33,17 @@ def write_reports(directory: str | Path, lineage: str, reports: list[dict]) -> N
 
 
 def read_reports(directory: str | Path) -> tuple[str | None, list[dict]]:
-    """(lineage, reports) of a checkpoint folder; (None, []) for one written before this record, or unreadable."""
+    """(lineage, reports) of a local checkpoint folder; (None, []) for one written before this record, or unreadable."""
     try:
-        record = json.loads(Path(directory, REPORTS_FILE).read_text())
+        return parse_reports(Path(directory, REPORTS_FILE).read_bytes())
+    except OSError:
+        return None, []
+
+
+def parse_reports(content: bytes | str) -> tuple[str | None, list[dict]]:
+    """(lineage, reports) of a REPORTS_FILE's content, wherever it was read from; (None, []) if unreadable."""
+    try:
+        record = json.loads(content)
         return str(record[LINEAGE_KEY]), list(record["reports"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None, []
