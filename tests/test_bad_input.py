@@ -71,6 +71,12 @@ FILE_PROBLEMS = {
     "seed 2**32": (sweep_text(seeds=[0, 2**32]), "seeds[1]: 4294967296 is outside 0 <= seed < 2**32"),
     "negative seed": (sweep_text(seeds=[-1]), "seeds[0]: -1 is outside 0 <= seed < 2**32"),
     "seed beyond 64 bits": (sweep_text(seeds=[2**70]), "seeds[0]: 1180591620717411303424 is outside"),
+    "seed listed twice": (sweep_text(seeds=[0, 1, 0]), "seeds[2]: 0 is listed twice (the same trials would run twice)"),
+    "seed range empty": (sweep_text(seeds={"range": [5, 5]}), "seeds.range: [5, 5] must satisfy 0 <= start < stop <= 2**32"),
+    "seed range beyond the rule": (sweep_text(seeds={"range": [0, 2**32 + 1]}), "seeds.range: [0, 4294967297] must satisfy"),
+    "seed range not two integers": (sweep_text(seeds={"range": [0, 1.5]}), "seeds.range: expected [start, stop], two integers, got [0, 1.5]"),
+    "seeds count form": (sweep_text(seeds={"count": 5}), "seeds: a mapping must be {range: [start, stop]}, got the keys ['count']"),
+    "a long bad seed list": (sweep_text(seeds=[*range(499), "x"]), "seeds[499]: expected int, got 'x' (str)"),
     "one label, two configs": (
         sweep_text(variants=[{"cell": {"name": "rnn"}, "label": "X"}, {"cell": {"name": "lstm"}, "label": "X"}]),
         "variants[1].label: 'X' is also variants[0]'s label, with a different cell; one table row would average both",

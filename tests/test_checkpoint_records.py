@@ -49,8 +49,11 @@ def newest_checkpoints(run_dir: Path) -> list[int]:
 
 def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage(tmp_path):
     common = (SMOKE, "seeds=[0]", "hidden_sizes=[64]", f"training.steps={STEPS}", f"training.eval_every={EVAL_EVERY}", "--num-cpus", "2")
+    # Tune saves the experiment state every 10 s or more by itself; every second here, so that a
+    # state naming early checkpoints exists while the short trials run.
     driver = subprocess.Popen([sys.executable, "-m", "raylab.cli", "run", common[0], "name=raced", f"storage={tmp_path / 'results'}", *common[1:]],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
     sweep = tmp_path / "results" / "raced"
     early = tmp_path / "early-state"
     deadline = time.monotonic() + 300
@@ -109,3 +112,17 @@ def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage
     merged = got[[*key, "value"]].merge(expected[[*key, "value"]], on=key, suffixes=("", "_expected"), how="outer")
     assert merged["value"].notna().all() and merged["value_expected"].notna().all(), merged[merged.isna().any(axis=1)].to_string()
     assert (merged["value"] - merged["value_expected"]).abs().max() <= 1e-6 * merged["value_expected"].abs().max()
+
+
+def test_keep_checkpoints_keeps_the_newest_of_each_trial(tmp_path):
+    """`keep_checkpoints: 2`: of a trial's four checkpoints, the two newest stay (deleted by raylab, not by
+    Tune's `num_to_keep`, which would force a save of the whole experiment state every two checkpoints)."""
+    result = raylab_cli("run", SMOKE, "name=kept", f"storage={tmp_path / 'results'}", "seeds=[0]", "hidden_sizes=[8]",
+                        "training.steps=40", "training.eval_every=10", "keep_checkpoints=2", "--num-cpus", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trial_dirs = [d for d in (tmp_path / "results" / "kept").glob("run-*/*") if d.is_dir()]
+    assert len(trial_dirs) == 2
+    for trial_dir in trial_dirs:
+        assert sorted(c.name for c in trial_dir.glob("checkpoint_*")) == ["checkpoint_000002", "checkpoint_000003"], trial_dir
+    bad = raylab_cli("validate", SMOKE, "keep_checkpoints=0", cwd=tmp_path)
+    assert bad.returncode == 2 and "keep_checkpoints: must be positive, got 0" in bad.stderr

@@ -129,6 +129,26 @@ def test_overrides_are_typed_and_validated(tmp_path):
         load_sweep(path, ["variants.7.cell.name=rnn"])
 
 
+def test_a_seed_range_is_the_list_of_its_seeds(tmp_path):
+    """`seeds: {range: [start, stop]}` is Python's half-open range: the same trials, the same hashes."""
+    listed = load_sweep(write(tmp_path, {**GOOD, "seeds": [3, 4, 5, 6]}))
+    ranged = load_sweep(write(tmp_path, {**GOOD, "seeds": {"range": [3, 7]}}))
+    assert ranged.spec.seeds == [3, 4, 5, 6]
+    assert [config_hash(t) for t in ranged.trials] == [config_hash(t) for t in listed.trials]
+    many = load_sweep(write(tmp_path, GOOD), ["seeds={range: [0, 500]}"])
+    assert len(many.trials) == 2 * 2 * 500 and sorted({t["seed"] for t in many.trials}) == list(range(500))
+
+
+def test_a_huge_bad_override_is_echoed_short(tmp_path, capsys):
+    """A 500-seed override with one bad value, or a 5,000-character value: one short line, exit 2."""
+    path = write(tmp_path, GOOD)
+    assert main(["validate", str(path), "seeds=[" + ",".join(map(str, range(499))) + ",x]"]) == 2
+    assert main(["validate", str(path), "variants.0.cell.nonlinearity=" + "x" * 5000]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(len(line) < 300 for line in errors), errors
+    assert "seeds[499]: expected int, got 'x' (str)" in errors[0] and "(5002 characters) is not one of tanh" in errors[1]
+
+
 def test_config_hash_ignores_the_label_but_not_the_hyperparameters(tmp_path):
     base = load_sweep(write(tmp_path, GOOD)).trials[0]
     relabelled = {**base, "variant": "renamed"}

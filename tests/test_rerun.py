@@ -61,10 +61,20 @@ def result_rows(sweep_dir: Path) -> list[dict]:
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
-def wait_for_rows(driver: subprocess.Popen, sweep_dir: Path, count: int, what: str) -> None:
-    """Until the sweep's result.json files hold `count` rows (within 240 s, while the driver lives)."""
+def checkpoints_written(sweep_dir: Path) -> int:
+    """Checkpoints the sweep's trials have written so far (one per report here): each trial's newest
+    checkpoint index + 1. Trials write checkpoints straight to storage; result.json comes from the
+    driver, which syncs it with the experiment state, on Tune's period (at least 10 s)."""
+    newest = {}
+    for path in sweep_dir.glob("run-*/*/checkpoint_*"):
+        newest[path.parent] = max(newest.get(path.parent, -1), int(path.name.removeprefix("checkpoint_")))
+    return sum(index + 1 for index in newest.values())
+
+
+def wait_for_checkpoints(driver: subprocess.Popen, sweep_dir: Path, count: int, what: str) -> None:
+    """Until the sweep's trials have written `count` checkpoints (within 240 s, while the driver lives)."""
     deadline = time.monotonic() + 240
-    while len(result_rows(sweep_dir)) < count:
+    while checkpoints_written(sweep_dir) < count:
         assert driver.poll() is None, driver.stdout.read()
         assert time.monotonic() < deadline, f"not reached within 240 s: {what}"
         time.sleep(0.2)
@@ -94,7 +104,7 @@ def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp
     sweep_dir, command = slow_sweep(tmp_path, "rerun")
 
     first = raylab(*command)
-    wait_for_rows(first, sweep_dir, 2, "two checkpoints written")
+    wait_for_checkpoints(first, sweep_dir, 2, "two checkpoints written")
     first.send_signal(signal.SIGINT)  # Ctrl-C
     interrupted, _ = first.communicate(timeout=120)
     stopped_at = max(row["step"] for row in result_rows(sweep_dir))
@@ -199,7 +209,7 @@ def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed
     sweep_dir, command = slow_sweep(tmp_path, "two", seeds=[0, 1])
 
     first = raylab(*command)
-    wait_for_rows(first, sweep_dir, 2, "the first driver is training")
+    wait_for_checkpoints(first, sweep_dir, 2, "the first driver is training")
     assert main(list(command)) == 2  # a second driver of the same file, before it reads or restores anything
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is being driven by `raylab run" in err and f"pid {first.pid} on host" in err, err
@@ -211,9 +221,9 @@ def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed
     assert not lease_file(sweep_dir).exists()  # given back at the end
 
     # A driver killed mid-run leaves its lease; the next one on this host sees its pid is gone and takes over.
-    reported = len(result_rows(sweep_dir))
+    written = checkpoints_written(sweep_dir)
     grown = raylab(*command, "seeds=[0,1,2]")
-    wait_for_rows(grown, sweep_dir, reported + 2, "the third seed has a checkpoint")
+    wait_for_checkpoints(grown, sweep_dir, written + 2, "the third seed has a checkpoint")
     assert lease_file(sweep_dir).exists()
     # Not at the instant of a report: Tune then writes its searcher state, which a SIGKILL can leave
     # empty, and Tune's restore fails on it (a limit of Tune's restore, not of the lease).
@@ -234,7 +244,7 @@ def test_running_a_search_again_after_ctrl_c_continues_it_in_its_run(tmp_path):
     sweep_dir, command = slow_sweep(tmp_path, "search", search={"num_samples": 2, "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0e-2]}}})
 
     first = raylab(*command)
-    wait_for_rows(first, sweep_dir, 2, "the first sample has two checkpoints")
+    wait_for_checkpoints(first, sweep_dir, 2, "the first sample has two checkpoints")
     first.send_signal(signal.SIGINT)
     interrupted, _ = first.communicate(timeout=120)
     assert first.returncode == 130, interrupted

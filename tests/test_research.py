@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import yaml
 
 from raylab.cli import main
 from raylab.results.compare import welch
-from raylab.execution.live import Board
+from raylab.execution.live import Board, tally
 from raylab.planning.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,13 @@ def test_live_board_shows_a_bar_per_running_trial_and_the_best_so_far():
     board.update("RNN#3", 10, 100, {})
     small = board.lines("tally", rows=3, columns=120)  # a small terminal: as many bars as fit, then a count
     assert small[1:] == ["  ... and 1 more running", "tally", "best val/loss so far: 0.25 (RNN#2)"]
+
+
+def test_the_tally_counts_the_trials_tune_has_not_made_yet():
+    """Tune makes a big sweep's trials 200 at a time; the tally counts the whole sweep from its first line."""
+    made = [SimpleNamespace(status=status) for status in ("RUNNING", "RUNNING", "TERMINATED", "PENDING")]
+    assert tally(made, expected=1000) == "trials: 1000 total, 997 pending, 2 running, 1 done"
+    assert tally(made) == "trials: 4 total, 1 pending, 2 running, 1 done"
 
 
 @pytest.mark.ray

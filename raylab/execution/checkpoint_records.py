@@ -9,11 +9,16 @@ older one did not fails its next checkpoint's bookkeeping ("Path not found" when
 older one again), which skips the checkpoint index update. Seen with an S3 bucket, where the sync
 takes longest (tests/test_s3_storage.py); the same window exists on a local disk.
 
-`MendCheckpointRecords` runs once, at the first step of a restored run, before Tune starts any trial:
-for each trial that will run again it drops the checkpoints that are gone from the record, and when
-the newest one is gone it restores from the oldest checkpoint newer than it that is on storage.
-Tune deleted the recorded one only when it registered two newer ones, so that checkpoint is one Tune
-registered, that is one uploaded whole; a newer folder may be a partial upload of a killed node.
+The state also lags the other way: Tune saves it on a period (at least 10 s; raylab no longer forces
+a save per checkpoint, see `KeepNewestCheckpoints`), so a trial may have checkpoints on storage that
+the saved state does not record at all, and would start again from step 0.
+
+`MendCheckpointRecords` mends each trial of a restored run before Tune restores or starts it (at the
+first step, and again as each trial starts): it drops the checkpoints that are gone from the record,
+and when the newest recorded one is gone, or none is recorded, it points the trial at the oldest
+checkpoint after it that is on storage. Checkpoints are deleted only when a newer one is registered,
+and Tune registers a checkpoint only once the trial uploaded it whole; so that oldest one is whole,
+where a newer folder may be a partial upload of a node that died.
 The trial continues from a later step than the record said, which is exact (a checkpoint holds the
 whole training state) and loses no report (each checkpoint holds every report of its chain,
 raylab/training/reports.py).
@@ -39,20 +44,63 @@ from raylab.training.reports import REPORTS_FILE, parse_reports
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})$")
 
 
+class KeepNewestCheckpoints(tune.Callback):
+    """Each trial keeps its `keep` newest checkpoints: the older ones are deleted as a new one arrives.
+
+    Tune's own retention (`CheckpointConfig(num_to_keep)`) does the same deletions, but also forces a
+    save and sync of the whole experiment state every `num_to_keep` checkpoints of any trial. That
+    state holds every trial (about 30 KB each with raylab's configs) and the searcher's grid, so a
+    sweep of N trials wrote O(N) bytes per checkpoint: O(N^2) in all (docs/throughput.md). Without `num_to_keep`,
+    Tune saves the state on its own period (at least 10 s, adapted to the save's cost). A state
+    saved before a deletion names a deleted checkpoint, which `MendCheckpointRecords` mends on restore.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
+        # Called before Tune records `checkpoint` (the new one, uploaded whole): keep `keep - 1` of the others.
+        manager = trial.run_metadata.checkpoint_manager
+        recorded = manager._checkpoint_results
+        surplus = recorded[: max(0, len(recorded) - (self.keep - 1))]
+        if not surplus:
+            return
+        manager._checkpoint_results = recorded[len(surplus):]
+        for result in surplus:
+            if result.checkpoint.path != checkpoint.path:
+                delete_folder(result.checkpoint.filesystem, result.checkpoint.path)
+
+
+def delete_folder(filesystem: pafs.FileSystem, path: str) -> None:
+    try:
+        filesystem.delete_dir(path)
+    except (FileNotFoundError, OSError):
+        pass  # gone already (deleted by a driver before a restore): nothing to keep
+
+
 class MendCheckpointRecords(tune.Callback):
     def __init__(self) -> None:
-        self.mended = False
+        self.first_step_seen = False
+        self.restored = False
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        if self.mended:
+        if self.first_step_seen:
             return
-        self.mended = True  # the first step of this driver: trials were loaded from the experiment state, none started yet
+        # The first step of this driver: a restored run's trials were loaded from the experiment state
+        # and none started yet; a new run has no trial yet.
+        self.first_step_seen, self.restored = True, bool(trials)
         for trial in trials:
             if trial.status != Trial.TERMINATED:
                 mend_trial(trial)
 
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # Called just before Tune restores or starts the trial: a trial the searcher made again after
+        # the restore (it was made after the state was saved) finds its checkpoints here.
+        if self.restored:
+            mend_trial(trial)
+
     def __getstate__(self) -> dict:
-        return {"mended": False}  # a run restored from tuner.pkl mends again
+        return {"first_step_seen": False, "restored": False}  # a run restored from tuner.pkl mends again
 
 
 def exists(filesystem: pafs.FileSystem, path: str) -> bool:
@@ -65,21 +113,22 @@ def checkpoint_index(path: str) -> int | None:
 
 
 def mend_trial(trial: Trial) -> str | None:
-    """Drop the trial's recorded checkpoints that are gone; if the newest is gone, point it at the one to
-    restore from. Returns the new checkpoint's path when it moved the trial, else None."""
+    """Drop the trial's recorded checkpoints that are gone; if the newest is gone, or none is recorded,
+    point the trial at the oldest whole checkpoint after it on storage. Returns that checkpoint's path
+    when it moved the trial, else None."""
     manager = trial.run_metadata.checkpoint_manager
     latest = manager.latest_checkpoint_result
-    if latest is None:
-        return None
-    filesystem = latest.checkpoint.filesystem
+    filesystem = latest.checkpoint.filesystem if latest is not None else trial.storage.storage_filesystem
     kept = [result for result in manager._checkpoint_results if exists(result.checkpoint.filesystem, result.checkpoint.path)]
     moved = None
-    if not exists(filesystem, latest.checkpoint.path):
-        replacement = surviving_successor(filesystem, trial.storage.trial_fs_path, checkpoint_index(latest.checkpoint.path))
+    if latest is None or not exists(filesystem, latest.checkpoint.path):
+        after = checkpoint_index(latest.checkpoint.path) if latest is not None else -1
+        replacement = surviving_successor(filesystem, trial.storage.trial_fs_path, after)
         if replacement is None:
-            return None  # nothing newer on storage either: Tune reports the missing checkpoint
+            return None  # nothing on storage: a new trial starts, a lost checkpoint is Tune's error
         path, index, reports = replacement
-        metrics = {**latest.metrics, **reports[-1], "training_iteration": len(reports), "checkpoint_dir_name": f"checkpoint_{index:06d}"}
+        metrics = {**(latest.metrics if latest is not None else {}), **reports[-1],
+                   "training_iteration": len(reports), "checkpoint_dir_name": f"checkpoint_{index:06d}"}
         latest = _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=filesystem), metrics=metrics)
         kept = [latest]
         manager._latest_checkpoint_result = latest

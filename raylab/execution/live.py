@@ -62,6 +62,8 @@ class ProgressPrinter(tune.Callback):
         the run normally, and only this flag tells the runner that trials were left unfinished."""
         # At every start, restores included: the clock pickled in tuner.pkl is another process's.
         self.start = self.last_tally = time.monotonic()
+        # Every trial the sweep will have, also those Tune has not made yet (it makes 200 at a time).
+        self.expected = info.get("total_num_samples") or 0
         try:
             tune_handler = signal.getsignal(signal.SIGINT)
         except ValueError:
@@ -108,21 +110,25 @@ class ProgressPrinter(tune.Callback):
         now = time.monotonic()
         if now - self.last_tally >= self.tally_every_s:
             self.last_tally = now
-            self._print(tally(trials))
+            self._print(tally(trials, getattr(self, "expected", 0)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if not SIGINT_SEEN.is_set():  # after Ctrl-C, Tune's statuses are not the truth; the runner reports
-            self._print(tally(trials))
+            self._print(tally(trials, getattr(self, "expected", 0)))
 
 
-def tally(trials: list) -> str:
+def tally(trials: list, expected: int = 0) -> str:
+    """`trials: 1000 total, 998 pending, 2 running`: trials Tune has not made yet count as pending."""
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
+    not_made = max(0, expected - len(trials))
+    if not_made:
+        counts["PENDING"] = counts.get("PENDING", 0) + not_made
     order = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
     labels = {"TERMINATED": "done", "ERROR": "errored"}
     parts = [f"{counts[s]} {labels.get(s, s.lower())}" for s in order if counts.get(s)]
-    return f"trials: {len(trials)} total, " + ", ".join(parts)
+    return f"trials: {len(trials) + not_made} total, " + ", ".join(parts)
 
 
 def first_error_line(trial: Any) -> str:
@@ -199,7 +205,7 @@ class LiveProgress(ProgressPrinter):
             return
         self.last_draw = now
         size = shutil.get_terminal_size()
-        lines = self.board.lines(tally(self.trials), size.lines, size.columns)
+        lines = self.board.lines(tally(self.trials, getattr(self, "expected", 0)), size.lines, size.columns)
         if not force and self.drawn and lines == self.shown:
             return  # nothing changed: no output (a terminal log stays small)
         self._erase()
@@ -241,7 +247,7 @@ class LiveProgress(ProgressPrinter):
             self._erase()
             self.board.running.clear()
             best = self.board.lines("", 3, 200)[-1]
-            super()._print(f"{tally(trials)}; {best}")
+            super()._print(f"{tally(trials, getattr(self, 'expected', 0))}; {best}")
             return
         super().on_experiment_end(trials, **info)
 

@@ -25,7 +25,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from raylab.planning import storage  # noqa: E402
-from raylab.execution.checkpoint_records import MendCheckpointRecords  # noqa: E402
+from raylab.execution.checkpoint_records import KeepNewestCheckpoints, MendCheckpointRecords  # noqa: E402
 from raylab.execution.live import SIGINT_SEEN, live_progress, trial_dirname, trial_display_name  # noqa: E402
 from raylab.execution.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results.collect import MANIFEST, tune_trials  # noqa: E402
@@ -33,6 +33,7 @@ from raylab.planning.sweep import Sweep  # noqa: E402
 from raylab.execution.rerun import sweep_directory  # noqa: E402
 from raylab.execution.search import searched  # noqa: E402
 from raylab.execution.trainable import train  # noqa: E402
+from raylab.execution.trial_grid import TrialGridGenerator  # noqa: E402
 from raylab.spec.typecheck import ConfigError  # noqa: E402
 from raylab.spec.userimport import uses_user_code  # noqa: E402
 
@@ -45,7 +46,6 @@ LEGACY_MODULES = {
     "raylab.search": "raylab.execution.search",
     "raylab.trainable": "raylab.execution.trainable",
 }
-CHECKPOINTS_TO_KEEP = 2  # bounded experiment directories; the newest is all a restore needs
 quiet_ray_logs()
 
 
@@ -114,14 +114,20 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
     # know, so each trial gets a fresh process and imports it anew (the cost: docs/throughput.md).
     # Tuner.restore reads this choice back from the run folder, so a resumed run keeps it.
     reuse = not uses_user_code(sweep.trials)
-    tune_config = tune.TuneConfig(trial_name_creator=trial_display_name, trial_dirname_creator=trial_dirname, reuse_actors=reuse)
+    tune_config = tune.TuneConfig(
+        search_alg=TrialGridGenerator(),  # Tune's default generator, linear in the trials (trial_grid.py)
+        trial_name_creator=trial_display_name,
+        trial_dirname_creator=trial_dirname,
+        reuse_actors=reuse,
+    )
     run_config = tune.RunConfig(
         name=run_name,
         storage_path=sweep_directory(sweep),
         failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+        # No num_to_keep: KeepNewestCheckpoints deletes old checkpoints without Tune's forced state syncs.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
-        callbacks=[live_progress(sweep), MendCheckpointRecords(), *logger_callbacks()],
+        callbacks=[live_progress(sweep), KeepNewestCheckpoints(sweep.spec.keep_checkpoints), MendCheckpointRecords(), *logger_callbacks()],
     )
     return tune_config, run_config
 

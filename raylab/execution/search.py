@@ -1,7 +1,7 @@
 """Ray layer of `search:`: the sampled space, Tune's search algorithm and its scheduler.
 
 The param space stays `{"trial": grid_search(resolved trials), "runtime": ...}` with one more entry,
-`"sample": {dotted key: Tune domain}`; Tune's BasicVariantGenerator repeats the grid `num_samples`
+`"sample": {dotted key: Tune domain}`; Tune's BasicVariantGenerator (raylab's linear-time `TrialGridGenerator`) repeats the grid `num_samples`
 times with fresh samples, so each task x variant x hidden size gets its own `num_samples` draws. The
 trainable applies the draw (`raylab.planning.space.apply_sample`). ASHA's time is the reported training `step`.
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from raylab.execution.trial_grid import TrialGridGenerator
 from raylab.planning.space import budget_steps, parse_domain, primary_metric
 from raylab.spec.config import SearchSpec
 from raylab.training.metrics import metric_mode
@@ -94,7 +94,7 @@ def searched(search: SearchSpec, trials: list[dict], seed: int, tune_config: Any
     config = dataclasses.replace(
         tune_config,
         num_samples=search.num_samples,
-        search_alg=BasicVariantGenerator(random_state=seed),  # the same draws for the same sweep file
+        search_alg=TrialGridGenerator(random_state=seed),  # the same draws for the same sweep file
         scheduler=scheduler,
     )
     return config, {**param_space, "sample": space, "search_samples": search.num_samples}

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from raylab.spec.rules import check_distinct, check_seeds, check_sweep_name
-from raylab.spec.typecheck import ConfigError, check_positive, from_mapping
+from raylab.spec.rules import check_distinct, check_seeds, check_sweep_name, expand_seeds
+from raylab.spec.typecheck import ConfigError, check_positive, from_mapping, shorten
 from raylab.spec.yamlfile import load_yaml_text, parse_yaml_text
 
 
@@ -208,6 +208,7 @@ class SweepSpec:
     optimizer: OptimizerSpec = OptimizerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     max_failures: int = 0  # Ray Tune retries of a failed trial, resumed from its last checkpoint
+    keep_checkpoints: int = 1  # checkpoints kept per trial, the newest ones: a resume uses only the newest
     storage: str = "results"  # experiments go to <storage>/<name>/; a path, s3:// or gs://
     description: str = ""
     grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.planning.space)
@@ -222,8 +223,6 @@ class SweepSpec:
             raise ConfigError("variants: must list at least one variant")
         if not self.seeds:
             raise ConfigError("seeds: must list at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds: must be distinct, got {self.seeds}")
         check_seeds(self.seeds)
         if (self.hidden_sizes is None) == (self.budget is None):
             raise ConfigError("hidden_sizes: set exactly one of hidden_sizes or budget")
@@ -233,6 +232,7 @@ class SweepSpec:
             check_positive(size, f"hidden_sizes[{i}]")
         check_distinct(self.hidden_sizes or [], "hidden_sizes")
         check_positive(self.max_failures, "max_failures", allow_zero=True)
+        check_positive(self.keep_checkpoints, "keep_checkpoints")
         check_storage_location(self.storage, "storage")
         outs = [figure.out for figure in self.plot]
         for i, out in enumerate(outs):
@@ -256,11 +256,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`training.steps=50` -> (["training", "steps"], 50); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected key.sub=value")
+        raise ConfigError(f"override {shorten(repr(text))}: expected key.sub=value")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        raise ConfigError(f"override {text!r}: value is not valid YAML") from None
+        raise ConfigError(f"override {shorten(repr(text))}: value is not valid YAML") from None
     return key.split("."), value
 
 
@@ -272,7 +272,7 @@ def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
         where = ".".join(path[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {text!r}: {where}: no list item {part!r}")
+                raise ConfigError(f"override {shorten(repr(text))}: {where}: no list item {part!r}")
             if last:
                 node[int(part)] = value
             else:
@@ -283,7 +283,7 @@ def apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"override {text!r}: {'.'.join(path[:depth])} is not a mapping or list")
+            raise ConfigError(f"override {shorten(repr(text))}: {'.'.join(path[:depth])} is not a mapping or list")
 
 
 def read_sweep_file(path: str | Path, text: str | None = None) -> dict:
@@ -306,6 +306,8 @@ def read_sweep_file(path: str | Path, text: str | None = None) -> dict:
 
 def parse_sweep(data: dict) -> SweepSpec:
     """Validate the structure and types of a sweep (cells and tasks are checked in `sweep.py`)."""
+    if "seeds" in data:
+        data = {**data, "seeds": expand_seeds(data["seeds"])}
     return from_mapping(SweepSpec, data, "")
 
 

@@ -3,7 +3,7 @@ without repeats, and options the chosen optimizer would silently ignore (docs/er
 
 from __future__ import annotations
 
-from raylab.spec.typecheck import ConfigError
+from raylab.spec.typecheck import ConfigError, shorten
 
 MAX_NAME_LENGTH = 100  # folder names: the name, "-smoke" and Tune's run and trial folders stay far below 255 bytes
 SEED_LIMIT = 2**32  # NumPy's seeds are 32-bit: larger seeds would alias (s and s + 2**32 train identically)
@@ -24,9 +24,29 @@ def check_sweep_name(name: str) -> None:
 
 def check_seeds(seeds: list[int]) -> None:
     """The seed rule: integers in [0, 2**32), so that two distinct seeds never train the same trial."""
+    seen: set[int] = set()
     for i, seed in enumerate(seeds):
         if not 0 <= seed < SEED_LIMIT:
             raise ConfigError(f"seeds[{i}]: {seed} is outside 0 <= seed < 2**32 (larger seeds would alias smaller ones)")
+        if seed in seen:
+            raise ConfigError(f"seeds[{i}]: {seed} is listed twice (the same trials would run twice)")
+        seen.add(seed)
+
+
+def expand_seeds(value: object) -> object:
+    """`seeds: {range: [start, stop]}` -> [start, ..., stop - 1] (Python's half-open range), the short
+    form for many seeds; a list (or anything else, for the type check to name) is returned as it is."""
+    if not isinstance(value, dict):
+        return value
+    if set(value) != {"range"}:
+        raise ConfigError(f"seeds: a mapping must be {{range: [start, stop]}}, got the keys {sorted(map(str, value))}")
+    bounds = value["range"]
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)):
+        raise ConfigError(f"seeds.range: expected [start, stop], two integers, got {shorten(repr(bounds))}")
+    start, stop = bounds
+    if not 0 <= start < stop <= SEED_LIMIT:
+        raise ConfigError(f"seeds.range: [{start}, {stop}] must satisfy 0 <= start < stop <= 2**32 (the seeds start, ..., stop - 1)")
+    return list(range(start, stop))
 
 
 def check_distinct(values: list, where: str) -> None:

@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A sweep file, override or option is invalid. The message is one line naming the key."""
 
 
+def shorten(text: str, limit: int = 100) -> str:
+    """A value echoed in a one-line error, cut to `limit` characters (a 500-seed list stays readable)."""
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
 def describe(annotation: Any) -> str:
     """Human-readable name of a type hint (`int`, `float or null`, `one of tanh|relu`)."""
     origin = typing.get_origin(annotation)
@@ -55,7 +60,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is Literal:
         if any(value == a and type(value) is type(a) for a in args):
             return value
-        raise ConfigError(f"{where}: {value!r} is not {describe(annotation)}{grid_hint(value, where)}")
+        raise ConfigError(f"{where}: {shorten(repr(value))} is not {describe(annotation)}{grid_hint(value, where)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _type_error(value, annotation, where)
@@ -90,7 +95,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
 
 
 def _type_error(value: Any, annotation: Any, where: str) -> ConfigError:
-    shown = "null" if value is None else f"{value!r} ({type(value).__name__})"
+    shown = "null" if value is None else f"{shorten(repr(value))} ({type(value).__name__})"
     return ConfigError(f"{where}: expected {describe(annotation)}, got {shown}{grid_hint(value, where)}")
 
 
