@@ -1,13 +1,14 @@
-"""Mend a restored run's record of each trial's checkpoints before any trial restarts.
+"""Keep each trial's newest checkpoints, and mend a restored run's record of them before trials restart.
 
-Tune keeps `CheckpointConfig(num_to_keep)` checkpoints per trial: registering a new one deletes the
-oldest at once, while the experiment state that names the trial's checkpoints reaches storage later,
-in a background sync (ray.md §3.3). A driver killed in between leaves a state that names a checkpoint
-already deleted. Restored from that state, Tune fails the trial ("Could not recover from checkpoint
-as it does not exist on storage anymore"), and a trial whose newest checkpoint survived but whose
-older one did not fails its next checkpoint's bookkeeping ("Path not found" when Tune deletes the
-older one again), which skips the checkpoint index update. Seen with an S3 bucket, where the sync
-takes longest (tests/test_s3_storage.py); the same window exists on a local disk.
+A trial's older checkpoints are deleted as soon as a newer one is registered (`KeepNewestCheckpoints`;
+Tune's `CheckpointConfig(num_to_keep)` did the same), while the experiment state that names the
+trial's checkpoints reaches storage later, in a background sync (ray.md §3.3). A driver killed in
+between leaves a state that names a checkpoint already deleted. Restored from that state, Tune failed
+the trial ("Could not recover from checkpoint as it does not exist on storage anymore"), and a trial
+whose newest checkpoint survived but whose older one did not failed its next checkpoint's bookkeeping
+("Path not found" when Tune deleted the older one again), which skipped the checkpoint index update.
+Seen with an S3 bucket, where the sync takes longest (tests/test_s3_storage.py); the same window
+exists on a local disk.
 
 The state also lags the other way: Tune saves it on a period (at least 10 s; raylab no longer forces
 a save per checkpoint, see `KeepNewestCheckpoints`), so a trial may have checkpoints on storage that
@@ -18,7 +19,9 @@ first step, and again as each trial starts): it drops the checkpoints that are g
 and when the newest recorded one is gone, or none is recorded, it points the trial at the oldest
 checkpoint after it that is on storage. Checkpoints are deleted only when a newer one is registered,
 and Tune registers a checkpoint only once the trial uploaded it whole; so that oldest one is whole,
-where a newer folder may be a partial upload of a node that died.
+where a newer folder may be a partial upload of a node that died. (One exception: a trial's only
+checkpoint, cut short by its node's death before Tune registered it. A folder without both files is
+passed over; a truncated state file fails the trial's load, which counts as one of its failures.)
 The trial continues from a later step than the record said, which is exact (a checkpoint holds the
 whole training state) and loses no report (each checkpoint holds every report of its chain,
 raylab/training/reports.py).
