@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import raylab
-from raylab.results.collect import tune_trials
+from ray.tune import ExperimentAnalysis
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage
     for saved in early.iterdir():
         if saved.is_file():
             shutil.copy2(saved, run_dir / saved.name)
-    for trial in tune_trials(run_dir):
+    for trial in ExperimentAnalysis(str(run_dir)).trials:  # Tune's own trials, with their checkpoint records
         for result in trial.run_metadata.checkpoint_manager._checkpoint_results:
             shutil.rmtree(result.checkpoint.path, ignore_errors=True)  # what Tune's retention deleted after that state was saved
         assert not Path(trial.checkpoint.path).exists()

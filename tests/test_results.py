@@ -244,3 +244,21 @@ def test_reports_that_result_json_lost_come_back_from_the_checkpoint_of_the_same
     afresh = [report(10, 1, 1, "b"), report(20, 2, 2, "b")]
     (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in [*chain[:2], report(40, 4, 1, "a"), *afresh]) + "\n")
     assert [(row["step"], row["lineage"]) for row in read_results(tmp_path)] == [(10, "b"), (20, "b")]
+
+
+def test_a_lost_report_is_filled_when_a_restore_reported_its_step_again_with_fewer_metrics(tmp_path):
+    """A trial restored from its last checkpoint can report that step again with only some metrics
+    (a final-split report); the lost report's training metrics at that step still come back."""
+    import json
+
+    from raylab.results.collect import read_results
+    from raylab.training.reports import write_reports
+
+    full = {"step": 24, "training_iteration": 12, "iterations_since_restore": 12, "train/loss": 0.5, "val/loss": 0.4, "lineage": "a"}
+    earlier = {**full, "step": 22, "training_iteration": 11, "iterations_since_restore": 11, "train/loss": 0.6, "val/loss": 0.45}
+    again = {"step": 24, "training_iteration": 13, "iterations_since_restore": 1, "val/loss": 0.4, "lineage": "a"}
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(row) for row in [earlier, again]) + "\n")
+    (tmp_path / "checkpoint_000011").mkdir()
+    write_reports(tmp_path / "checkpoint_000011", "a", [earlier, full])
+    points = curve_points("t", read_results(tmp_path))
+    assert points[("t", 24, "train/loss")] == 0.5 and points[("t", 24, "val/loss")] == 0.4

@@ -28,7 +28,7 @@ from raylab.planning import storage  # noqa: E402
 from raylab.execution.checkpoint_records import KeepNewestCheckpoints, MendCheckpointRecords  # noqa: E402
 from raylab.execution.live import SIGINT_SEEN, live_progress, trial_dirname, trial_display_name  # noqa: E402
 from raylab.execution.quiet import quiet_ray_logs  # noqa: E402
-from raylab.results.collect import MANIFEST, tune_trials  # noqa: E402
+from raylab.results.collect import MANIFEST, state_trials  # noqa: E402
 from raylab.planning.sweep import Sweep  # noqa: E402
 from raylab.execution.rerun import sweep_directory  # noqa: E402
 from raylab.execution.search import searched  # noqa: E402
@@ -72,7 +72,7 @@ def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
 def saved_tally(run_dir: str) -> str:
     """`2 of 4 trials finished, 2 not finished`, from the state Tune saved (what a resume starts from)."""
     try:
-        statuses = [trial.status for trial in tune_trials(run_dir)]
+        statuses = [trial.status for trial in state_trials(run_dir)]
     except (FileNotFoundError, ValueError, RuntimeError):
         return "no trial state was saved yet"
     finished = sum(status == "TERMINATED" for status in statuses)
@@ -185,7 +185,7 @@ def needs_resume(run_dir: str, errored: str) -> bool:
     """True when the run has unfinished trials, or errored ones that `errored` asks to run again."""
     wanted = {"PENDING", "RUNNING", "PAUSED"} | ({"ERROR"} if errored != "skip" else set())
     try:
-        return any(trial.status in wanted for trial in tune_trials(run_dir))
+        return any(trial.status in wanted for trial in state_trials(run_dir))
     except (FileNotFoundError, ValueError, RuntimeError):
         return False  # killed before Tune saved any state: `raylab run` again re-runs what is missing
 
