@@ -6,6 +6,7 @@ test_end_to_end.py; token authentication in test_submit.py.)
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from raylab.results.collect import state_trials
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -53,6 +56,17 @@ def result_rows(sweep_dir: Path) -> dict[str, list[dict]]:
     return rows
 
 
+def newest_checkpoints(sweep_dir: Path) -> dict[str, int]:
+    """Trial folder name -> index of its newest checkpoint folder. Trials write checkpoints straight to
+    storage as they report; result.json comes from the driver, synced with the experiment state on
+    Tune's period (at least 10 s), too late to time a fault within a trial of a few seconds."""
+    newest = {}
+    for path in sweep_dir.glob("run-*/*/checkpoint_*"):
+        name = path.parent.name
+        newest[name] = max(newest.get(name, -1), int(path.name.removeprefix("checkpoint_")))
+    return newest
+
+
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -85,7 +99,9 @@ def assert_restored_exactly(sweep_file: Path, sweep_dir: Path) -> None:
     from raylab.planning.sweep import load_sweep
     from raylab.training.loop import run_trial
 
-    continued = [rows for rows in result_rows(sweep_dir).values() for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1 and r["step"] > EVAL_EVERY]
+    # (result.json may lack the rows just before the restore: a killed driver had not synced them, collect
+    # fills them from the checkpoint; so the first row of a restored trial may be its first after the restore.)
+    continued = [rows for rows in result_rows(sweep_dir).values() for r in rows if r["iterations_since_restore"] == 1 and r["step"] > EVAL_EVERY]
     assert continued, "no trial continued from a checkpoint"
     trials, curves = pd.read_parquet(sweep_dir / "trials.parquet"), pd.read_parquet(sweep_dir / "curves.parquet")
     threads = torch.get_num_threads()
@@ -119,8 +135,9 @@ def test_worker_node_removed_mid_sweep(tmp_path):
         sweep_dir = tmp_path / "results" / "node-loss"
         driver = raylab("run", str(sweep_file), "--address", cluster.address)
 
-        def trials_mid_flight() -> bool:
-            return sum(len(rows) >= 2 for rows in result_rows(sweep_dir).values()) >= 2
+        def trials_mid_flight() -> bool:  # two trials past their second checkpoint, far from their last
+            last = STEPS // EVAL_EVERY - 1
+            return sum(1 <= index <= last - 4 for index in newest_checkpoints(sweep_dir).values()) >= 2
 
         wait_for(trials_mid_flight, 180, "two trials to checkpoint", driver)
         cluster.remove_node(workers[0])  # kills the trial running there
@@ -141,24 +158,35 @@ def test_worker_node_removed_mid_sweep(tmp_path):
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
     sweep_file = write_sweep(tmp_path, "driver-kill", seeds=[0, 1, 2])
     sweep_dir = tmp_path / "results" / "driver-kill"
-    driver = raylab("run", str(sweep_file), "--num-cpus", "1")  # one trial at a time
+    # Tune saves the experiment state (and syncs result.json with it) every 10 s or more by itself;
+    # every second here, so that a state recording a finished trial exists while the next one runs.
+    driver = raylab("run", str(sweep_file), "--num-cpus", "1", env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})  # one trial at a time
 
     def one_finished_one_started() -> bool:
-        lengths = sorted(len(rows) for rows in result_rows(sweep_dir).values())
-        return len(lengths) >= 2 and lengths[-1] == STEPS // EVAL_EVERY and lengths[0] >= 1
+        """The saved state records a finished trial, and another trial has checkpointed since."""
+        try:
+            finished = {trial.dirname for trial in state_trials(next(sweep_dir.glob("run-*"))) if trial.status == "TERMINATED"}
+        except (StopIteration, FileNotFoundError, ValueError):
+            return False  # no run folder or state yet, or a state caught mid-write
+        return bool(finished) and any(name not in finished for name in newest_checkpoints(sweep_dir))
 
     wait_for(one_finished_one_started, 240, "one finished and one running trial", driver)
-    time.sleep(1.0)  # let Tune record the finished trial
-    before = result_rows(sweep_dir)
-    finished_before = {name for name, rows in before.items() if len(rows) == STEPS // EVAL_EVERY}
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
+    # What the killed driver recorded: its trials recorded as finished, with their result.json rows,
+    # which Tune syncs together with the state.
+    finished_before = {trial.dirname for trial in state_trials(next(sweep_dir.glob("run-*"))) if trial.status == "TERMINATED"}
+    before = result_rows(sweep_dir)
+    assert finished_before and all(len(before[name]) == STEPS // EVAL_EVERY for name in finished_before), before
 
     resume = raylab("resume", str(sweep_dir), "--num-cpus", "1")
     output, _ = resume.communicate(timeout=300)
     assert resume.returncode == 0, output
 
     assert_complete_curves(sweep_dir, 3)
+    # One checkpoint per trial (keep_checkpoints: 1), in the folder its count of checkpoints names:
+    # none left behind by the killed run, no index skipped by the resumed one.
+    assert sorted(path.name for path in sweep_dir.glob("run-*/*/checkpoint_*")) == [f"checkpoint_{STEPS // EVAL_EVERY - 1:06d}"] * 3
     after = result_rows(sweep_dir)
     for name in finished_before:
         assert after[name] == before[name], f"{name} finished before the kill but ran again"

@@ -61,6 +61,7 @@ def result_rows(sweep_dir: Path) -> list[dict]:
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
+
 def checkpoints_written(sweep_dir: Path) -> int:
     """Checkpoints the sweep's trials have written so far (one per report here): each trial's newest
     checkpoint index + 1. Trials write checkpoints straight to storage; result.json comes from the
@@ -78,6 +79,7 @@ def wait_for_checkpoints(driver: subprocess.Popen, sweep_dir: Path, count: int, 
         assert driver.poll() is None, driver.stdout.read()
         assert time.monotonic() < deadline, f"not reached within 240 s: {what}"
         time.sleep(0.2)
+
 
 def slow_sweep(tmp_path: Path, name: str, **changes) -> tuple[Path, tuple[str, ...]]:
     """A one-LSTM copy sweep of about 0.2 s a step on one core (a Ctrl-C or a second driver lands

@@ -135,7 +135,9 @@ def mend_trial(trial: Trial) -> str | None:
         latest = _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=filesystem), metrics=metrics)
         kept = [latest]
         manager._latest_checkpoint_result = latest
-        trial.storage.current_checkpoint_index = index + 1  # the next checkpoint goes after it, as Tune would number it
+        # Tune keeps the index of the trial's newest checkpoint here and adds one before the next is written:
+        # that one takes the folder after `path` (a leftover of the lost run there is overwritten, not orphaned).
+        trial.storage.current_checkpoint_index = index
         moved = path
     if moved is None and len(kept) == len(manager._checkpoint_results):
         return None
