@@ -6,8 +6,10 @@ For each N in `--trials`, on the embedded Ray with `--num-cpus` CPUs:
   checkpoint at each: the runner's cost is all there is), in a fresh process as a user runs it;
 - plain Ray Tune with the same model and steps (benchmarks/sweep.py's BARE_TUNE: a function
   trainable, worker processes reused, one report, no checkpoints): the floor any Tune runner stands on;
-- then, on raylab's experiment: `raylab collect` (a full collect) and the same `raylab run` again
-  (every trial finished: all skipped).
+- plain Ray Tune doing what a raylab trial asks of Tune (PLAIN_CHECKPOINTING: an evaluation, a
+  checkpoint and a report at each step): the floor of a Tune runner that can resume exactly;
+- then, on raylab's experiment: the same `raylab run` again (every trial finished: all skipped), a
+  collect from scratch, and incremental collects after 10 new trials (`measure_collects`).
 
 Per side: wall time, time to the first trial's first result, the driver's peak RSS (VmHWM of the
 driver process, sampled until it exits), and for raylab the files and bytes the sweep left per trial.
@@ -36,6 +38,35 @@ from sweep import BARE_TUNE, FLOOR_PHASE_LINES, TRIVIAL_SWEEP as TWO_STEP_SWEEP,
 ROOT = Path(__file__).resolve().parents[1]
 # benchmarks/sweep.py's trivial trial, with an evaluation and a checkpoint at each of its 2 steps.
 TRIVIAL_SWEEP = {**TWO_STEP_SWEEP, "name": "scale", "training": {"steps": 2, "eval_every": 1}}
+# Plain Ray Tune doing what a raylab trial asks of Tune: at each of the 2 steps an evaluation, a
+# checkpoint of the model and optimizer (torch.save into a folder, `tune.Checkpoint.from_directory`)
+# and a report. Tune's default retention (all checkpoints kept: `num_to_keep` would force a save of
+# the experiment state every few checkpoints), Tune's default loggers.
+PLAIN_CHECKPOINTING = """
+import logging, os, sys, tempfile
+import ray, torch
+from ray import tune
+
+def trial(config):
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(1)
+    rnn, readout = torch.nn.RNN(1, 8, batch_first=True), torch.nn.Linear(8, 1)
+    optimizer = torch.optim.RMSprop([*rnn.parameters(), *readout.parameters()], lr=1e-3)
+    evaluation = torch.randn(8, 10, 1)
+    for step in range(1, 3):
+        inputs = torch.randn(4, 10, 1)
+        loss = readout(rnn(inputs)[0][:, -1]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            val_loss = readout(rnn(evaluation)[0][:, -1]).pow(2).mean().item()
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save({"model": [rnn.state_dict(), readout.state_dict()], "optimizer": optimizer.state_dict(), "step": step},
+                       os.path.join(directory, "state.pt"))
+            tune.report({"step": step, "train/loss": loss.item(), "val/loss": val_loss}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+""" + BARE_TUNE[BARE_TUNE.index("class FirstResult"):]  # the same driver as BARE_TUNE's
 RAYLAB_FIRST_RESULT = re.compile(r"^\[\d\d:\d\d\] .* step ")
 PLAIN_FIRST_RESULT = FLOOR_PHASE_LINES["first_progress_s"]
 
@@ -81,10 +112,59 @@ def timed(command: list[str], first_result: re.Pattern | None, env: dict[str, st
     return {"wall_s": wall, "first_result_s": first, "peak_rss_mb": peak["mb"], "output": "".join(lines)}
 
 
-def write_sweep(directory: Path, n_trials: int, storage: Path) -> Path:
+# One collect of the experiment in a fresh process, timed inside it (the command's own start, about a
+# second of imports, would hide the difference between reading everything and reading what changed).
+TIMED_COLLECT = """
+import json, sys, time
+from raylab.results.collect import collect
+start = time.perf_counter()
+collect(sys.argv[1], incremental=sys.argv[2] == "incremental")
+print(json.dumps({"collect_s": time.perf_counter() - start}))
+"""
+NEW_TRIALS = 10
+
+
+def write_sweep(directory: Path, n_trials: int, storage: Path, steps: int = 2) -> Path:
+    """N trivial trials of `steps` steps, each with an evaluation, a report and a checkpoint."""
     path = directory / "sweep.yaml"
-    path.write_text(json.dumps({**TRIVIAL_SWEEP, "seeds": {"range": [0, n_trials]}, "storage": str(storage)}))
+    training = {**TRIVIAL_SWEEP["training"], "steps": steps}
+    path.write_text(json.dumps({**TRIVIAL_SWEEP, "training": training, "seeds": {"range": [0, n_trials]}, "storage": str(storage)}))
     return path
+
+
+def timed_collect(repo: Path, experiment: Path, mode: str) -> float:
+    output = subprocess.run([sys.executable, "-c", TIMED_COLLECT, str(experiment), mode], env=environment(repo),
+                            capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["collect_s"]
+
+
+def collected_files(experiment: Path) -> list[Path]:
+    return [experiment / name for name in ("trials.parquet", "curves.parquet", ".collect-cache.json")]
+
+
+def measure_collects(repo: Path, sweep: Path, experiment: Path, n: int, num_cpus: int, steps: int) -> dict:
+    """A full collect of the N trials; then, from that collect: the same after NEW_TRIALS more seeds
+    ran (a new run of the sweep), and after NEW_TRIALS trials of the first run reported again (a live
+    run: its state changed too); each against a collect from scratch of the same files."""
+    full = timed_collect(repo, experiment, "from-scratch")
+    saved = {path: path.read_bytes() for path in collected_files(experiment)}
+    more = write_sweep(sweep.parent, n + NEW_TRIALS, experiment.parent, steps)
+    subprocess.run([sys.executable, "-m", "raylab.cli", "run", str(more), "--num-cpus", str(num_cpus)], env=environment(repo),
+                   cwd=sweep.parent, capture_output=True, check=True)
+    for path, content in saved.items():  # back to the collect before the new run
+        path.write_bytes(content)
+    new_run = timed_collect(repo, experiment, "incremental")
+    full_after_new_run = timed_collect(repo, experiment, "from-scratch")
+    first_run = sorted(experiment.glob("run-*"))[0]
+    for result in sorted(first_run.glob("*/result.json"))[:NEW_TRIALS]:  # a report again, as a live trial's
+        lines = result.read_text().splitlines()
+        result.write_text("\n".join([*lines, lines[-1]]) + "\n")
+    for state in first_run.glob("experiment_state-*.json"):
+        os.utime(state)
+    live = timed_collect(repo, experiment, "incremental")
+    full_after_live = timed_collect(repo, experiment, "from-scratch")
+    return {"collect_reports_per_trial": steps, "collect_full_s": full, "collect_after_new_run_s": new_run, "collect_full_after_new_run_s": full_after_new_run,
+            "collect_after_live_reports_s": live, "collect_full_after_live_reports_s": full_after_live}
 
 
 def disk_use(folder: Path) -> tuple[int, int]:
@@ -96,34 +176,48 @@ def raylab(repo: Path, *args: str, cwd: Path, first_result: re.Pattern | None = 
     return timed([sys.executable, "-m", "raylab.cli", *args], first_result, environment(repo), cwd)
 
 
-def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path) -> dict:
+def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int) -> dict:
     directory = tmp / f"n{n}"
     directory.mkdir()
     results = directory / "results"
     sweep = write_sweep(directory, n, results)
     run = raylab(repo, "run", str(sweep), "--num-cpus", str(num_cpus), cwd=directory, first_result=RAYLAB_FIRST_RESULT)
     plain = timed([sys.executable, "-c", BARE_TUNE, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory)
+    checkpointing = timed([sys.executable, "-c", PLAIN_CHECKPOINTING, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory)
     experiment = results / TRIVIAL_SWEEP["name"]
     files, size = disk_use(experiment)
-    full_collect = raylab(repo, "collect", str(experiment), cwd=directory)
     rerun = raylab(repo, "run", str(sweep), "--num-cpus", str(num_cpus), cwd=directory)
+    if collect_steps == 2:
+        collects = measure_collects(repo, sweep, experiment, n, num_cpus, collect_steps)
+    else:  # the collects on an experiment of longer trials, run for them (not timed)
+        longer = tmp / f"n{n}-collect"
+        longer.mkdir()
+        longer_sweep = write_sweep(longer, n, longer / "results", collect_steps)
+        subprocess.run([sys.executable, "-m", "raylab.cli", "run", str(longer_sweep), "--num-cpus", str(num_cpus)], env=environment(repo),
+                       cwd=longer, capture_output=True, check=True)
+        collects = measure_collects(repo, longer_sweep, longer / "results" / TRIVIAL_SWEEP["name"], n, num_cpus, collect_steps)
     record = {
         "n_trials": n,
         "raylab_wall_s": run["wall_s"],
         "plain_wall_s": plain["wall_s"],
+        "plain_checkpointing_wall_s": checkpointing["wall_s"],
+        "plain_checkpointing_first_result_s": checkpointing["first_result_s"],
+        "plain_checkpointing_driver_peak_rss_mb": checkpointing["peak_rss_mb"],
         "raylab_first_result_s": run["first_result_s"],
         "plain_first_result_s": plain["first_result_s"],
         "raylab_driver_peak_rss_mb": run["peak_rss_mb"],
         "plain_driver_peak_rss_mb": plain["peak_rss_mb"],
         "files_per_trial": files / n,
         "bytes_per_trial": size / n,
-        "collect_full_s": full_collect["wall_s"],
         "rerun_s": rerun["wall_s"],
+        **collects,
     }
     print(
-        f"N={n}: raylab {run['wall_s']:.1f}s vs plain Tune {plain['wall_s']:.1f}s; first result {run['first_result_s']:.1f}s vs {plain['first_result_s']:.1f}s; "
+        f"N={n}: raylab {run['wall_s']:.1f}s vs plain Tune {plain['wall_s']:.1f}s, with the same checkpoints {checkpointing['wall_s']:.1f}s; first result {run['first_result_s']:.1f}s vs {plain['first_result_s']:.1f}s; "
         f"driver RSS {run['peak_rss_mb']:.0f} vs {plain['peak_rss_mb']:.0f} MB; {files / n:.1f} files, {size / n / 1024:.0f} KB per trial; "
-        f"collect {full_collect['wall_s']:.1f}s, re-run {rerun['wall_s']:.1f}s",
+        f"re-run {rerun['wall_s']:.1f}s; collect {collects['collect_full_s']:.2f}s, after {NEW_TRIALS} new trials in a new run "
+        f"{collects['collect_after_new_run_s']:.2f}s (from scratch {collects['collect_full_after_new_run_s']:.2f}s), after {NEW_TRIALS} live "
+        f"reports {collects['collect_after_live_reports_s']:.2f}s (from scratch {collects['collect_full_after_live_reports_s']:.2f}s)",
         flush=True,
     )
     return record
@@ -134,15 +228,44 @@ def markdown(summary: dict) -> str:
         f"`benchmarks/sweep_scale.py`, commit {summary['repo_commit']}, --num-cpus {summary['num_cpus']}, {os.cpu_count()} cores, "
         f"load average at the end {summary['load_average'][0]:.1f}. Trivial trials (2 steps, a report and a checkpoint at each).",
         "",
-        "| N | raylab wall s | plain Tune wall s | ratio | first result s: raylab / plain | driver peak RSS MB: raylab / plain | ratio | files per trial | KB per trial | collect s | re-run s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | raylab wall s | plain Tune wall s | ratio | first result s: raylab / plain | driver peak RSS MB: raylab / plain | ratio | files per trial | KB per trial | re-run s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["records"]:
         lines.append(
             f"| {r['n_trials']} | {r['raylab_wall_s']:.1f} | {r['plain_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_wall_s']:.2f} | "
             f"{r['raylab_first_result_s']:.1f} / {r['plain_first_result_s']:.1f} | {r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_driver_peak_rss_mb']:.0f} | "
             f"{r['raylab_driver_peak_rss_mb'] / r['plain_driver_peak_rss_mb']:.2f} | {r['files_per_trial']:.1f} | {r['bytes_per_trial'] / 1024:.0f} | "
-            f"{r['collect_full_s']:.1f} | {r['rerun_s']:.1f} |"
+            f"{r['rerun_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "Against plain Tune doing what a raylab trial asks of Tune (an evaluation, a checkpoint and a report at each of the 2 steps; `PLAIN_CHECKPOINTING`):",
+        "",
+        "| N | raylab wall s | plain Tune, same checkpoints, wall s | ratio | first result s: raylab / plain | driver peak RSS MB: raylab / plain | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["records"]:
+        lines.append(
+            f"| {r['n_trials']} | {r['raylab_wall_s']:.1f} | {r['plain_checkpointing_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_checkpointing_wall_s']:.2f} | "
+            f"{r['raylab_first_result_s']:.1f} / {r['plain_checkpointing_first_result_s']:.1f} | "
+            f"{r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_checkpointing_driver_peak_rss_mb']:.0f} | "
+            f"{r['raylab_driver_peak_rss_mb'] / r['plain_checkpointing_driver_peak_rss_mb']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Collect, in-process seconds (a fresh process each; the command adds about a second of imports), on N trials of "
+        f"{summary['records'][0]['collect_reports_per_trial']} reports each. Incremental: from the collect of the N trials, "
+        f"after {NEW_TRIALS} more seeds ran in a new run, and after {NEW_TRIALS} trials of the first run reported again (its state changed too).",
+        "",
+        "| N | full collect s | after a new run: incremental / from scratch s | ratio | after live reports: incremental / from scratch s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in summary["records"]:
+        lines.append(
+            f"| {r['n_trials']} | {r['collect_full_s']:.2f} | {r['collect_after_new_run_s']:.2f} / {r['collect_full_after_new_run_s']:.2f} | "
+            f"{r['collect_after_new_run_s'] / r['collect_full_after_new_run_s']:.2f} | {r['collect_after_live_reports_s']:.2f} / "
+            f"{r['collect_full_after_live_reports_s']:.2f} | {r['collect_after_live_reports_s'] / r['collect_full_after_live_reports_s']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -152,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", default="100,1000", help="comma-separated sweep sizes N (default 100,1000)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the embedded Ray (default 2)")
     parser.add_argument("--repo", default=str(ROOT), help="checkout whose raylab runs (default: this one)")
+    parser.add_argument("--collect-steps", type=int, default=2,
+                        help="steps (each a report) of the trials the collects are timed on; 2: the same experiment (default 2)")
     parser.add_argument("--json", help="write every record here")
     parser.add_argument("--markdown", help="write the Markdown table here (it is always printed)")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     with tempfile.TemporaryDirectory(prefix="raylab-scale-") as tmp:
-        records = [measure_one(repo, int(n), args.num_cpus, Path(tmp)) for n in args.trials.split(",")]
+        records = [measure_one(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps) for n in args.trials.split(",")]
     commit = git_describe(repo)
     summary = {"num_cpus": args.num_cpus, "repo_commit": commit, "load_average": os.getloadavg(), "python": platform.python_version(), "records": records}
     table = markdown(summary)

@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
 
     collect = commands.add_parser("collect", help="write trials.parquet and curves.parquet")
     collect.add_argument("experiment", help="a sweep directory (<storage>/<name>) or one of its run-* folders")
+    collect.add_argument("--from-scratch", action="store_true",
+                         help="read every trial again (default: only the runs and trials whose files changed since the last collect)")
     collect.set_defaults(handler=cmd_collect)
 
     table = commands.add_parser("table", help="mean ± standard error over seeds")

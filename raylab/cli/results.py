@@ -39,7 +39,7 @@ def print_table(path: str, by: list[str] | None = None, metrics: list[str] | Non
 def cmd_collect(args: argparse.Namespace) -> int:
     from raylab.results.collect import collect
 
-    trials_path, curves_path = collect(args.experiment)
+    trials_path, curves_path = collect(args.experiment, incremental=not args.from_scratch)
     print(f"wrote {trials_path}\nwrote {curves_path}")
     return 0
 

@@ -89,7 +89,7 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
     runs = []
     with storage.local_copy(sweep_location) as local:
         for run_dir in sorted(p for p in local.glob("*/") if (p / MANIFEST).is_file()):
-            rows = [row for row, _ in collect_run(run_dir)]
+            rows = [trial.row for trial in collect_run(run_dir)]
             run = EarlierRun(storage.join(sweep_location, run_dir.name), restorable(run_dir), {})
             samples: dict[str, list[dict]] = {}
             manifest = manifest_of(run_dir)

@@ -78,8 +78,9 @@ def read_text(location: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def local_copy(location: str | Path) -> Iterator[Path]:
-    """A local folder with the experiment's files: the folder itself, or a temporary mirror of a URI."""
+def local_copy(location: str | Path, wanted: set[str] | None = None) -> Iterator[Path]:
+    """A local folder with the experiment's files: the folder itself, or a temporary mirror of a URI
+    (of the files whose relative paths are in `wanted`, when given)."""
     if not is_uri(location):
         yield Path(location)
         return
@@ -89,6 +90,8 @@ def local_copy(location: str | Path) -> Iterator[Path]:
             relative = PurePosixPath(info.path).relative_to(root)
             in_checkpoint = any(part.startswith(SKIPPED_WHEN_MIRRORING) for part in relative.parts)
             if info.type != pafs.FileType.File or (in_checkpoint and relative.name != REPORTS_FILE):
+                continue
+            if wanted is not None and relative.as_posix() not in wanted:
                 continue
             target = Path(mirror, *relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)

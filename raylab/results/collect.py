@@ -10,6 +10,9 @@ local disk or at a URI (`s3://`, `gs://`; see storage.py), and writes, into it:
   de-duplicated on (trial_id, step, metric) keeping the last report: Tune re-reports the steps between
   the last checkpoint and a failure after a restore.
 
+A collect reads only the runs and trials whose files changed since the last one (`.collect-cache.json`,
+raylab/results/incremental.py) and writes what a collect from scratch writes.
+
 Both files are written atomically (a temporary file, then a rename): a reader never sees half a file.
 They are a pair: both carry the id of the collect that wrote them in their Parquet metadata, and
 curves.parquet is replaced first, trials.parquet last, so a trials file never stands beside older
@@ -26,12 +29,13 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -39,6 +43,7 @@ from raylab.planning import storage
 from raylab.training.ending import terminated_status
 from raylab.training.metrics import metric_mode
 from raylab.training.reports import LINEAGE_KEY, REPORTS_FILE, read_reports
+from raylab.results import incremental as cache
 from raylab.results.provenance import code_version
 
 TRIALS_FILE = "trials.parquet"
@@ -354,9 +359,25 @@ def state_trials(run_dir: str | Path) -> list[StateTrial]:
     return trials
 
 
-def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
-    """Rows of one run. Trials that never started come from the manifest, as `pending`."""
-    rows = []
+@dataclasses.dataclass
+class Collected:
+    """One trial of a run as collect read it."""
+
+    row: dict
+    points: dict | None  # None: taken from the previous collect, with its points in that collect's curves.parquet
+    tune_status: str | None  # None: a trial of the manifest that Tune never made
+    dirname: str | None
+
+
+Reuse = Callable[[StateTrial], "dict | None"]  # the previous collect's row of an unchanged trial, or None
+
+
+def collect_run(run_dir: Path, run_name: str | None = None, reuse: Reuse | None = None, said: list[str] | None = None) -> list[Collected]:
+    """The trials of one run, in the manifest's order. Trials that never started come from the manifest,
+    as `pending`. `reuse` offers rows of the previous collect (raylab/results/incremental.py); what is
+    skipped as unreadable is also appended to `said`."""
+    run_name = run_name or run_dir.name
+    collected: list[Collected] = []
     seen_hashes = set()
     try:
         trials = state_trials(run_dir)
@@ -365,35 +386,45 @@ def collect_run(run_dir: Path) -> list[tuple[dict, dict]]:
         if any(run_dir.glob("experiment_state-*.json")):  # a state that exists but cannot be read is not "pending"
             raise ResultsError(f"{run_dir}: Tune's experiment state is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})") from None
     for trial in trials:
+        previous = reuse(trial) if reuse is not None else None
+        if previous is not None:
+            collected.append(Collected(previous, None, trial.status, trial.dirname))
+            seen_hashes.add(previous["config_hash"])
+            continue
         # The trial's folder in storage, found by name inside this run folder, which may be a local
         # mirror of a bucket (`local_path` is a node's staging copy, gone after a restore).
         trial_dir = run_dir / trial.dirname if trial.dirname else None
         trial_dir = trial_dir if trial_dir is not None and trial_dir.is_dir() else None
         status = TUNE_STATUS.get(trial.status, "unfinished")
         error = last_line(trial_dir / "error.txt") if status == "errored" and trial_dir else None
-        with skipped_if_unreadable(f"{run_dir.name}/{trial_dir.name if trial_dir else trial.trial_id}"):
-            rows.append(trial_row(run_dir.name, trial.trial_id, status, trial.config, trial_dir, error))
+        with skipped_if_unreadable(f"{run_name}/{trial_dir.name if trial_dir else trial.trial_id}", said):
+            row, points = trial_row(run_name, trial.trial_id, status, trial.config, trial_dir, error)
+            collected.append(Collected(row, points, trial.status, trial.dirname))
             seen_hashes.add(trial.config["trial"]["config_hash"])
-    with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST}"):
+    with skipped_if_unreadable(f"{run_name}/{MANIFEST}", said):
         manifest = json.loads((run_dir / MANIFEST).read_text())
         for index, trial in enumerate(manifest["trials"]):
             if trial["config_hash"] not in seen_hashes:
                 config = {"trial": trial, "runtime": manifest.get("runtime", {})}
-                with skipped_if_unreadable(f"{run_dir.name}/{MANIFEST} trial {index}"):
-                    rows.append(trial_row(run_dir.name, f"{run_dir.name}-{index}", "pending", config, None, None))
+                with skipped_if_unreadable(f"{run_name}/{MANIFEST} trial {index}", said):
+                    row, points = trial_row(run_name, f"{run_name}-{index}", "pending", config, None, None)
+                    collected.append(Collected(row, points, None, None))
         order = {trial["config_hash"]: index for index, trial in enumerate(manifest["trials"])}
-        rows.sort(key=lambda row: order.get(row[0]["config_hash"], len(order)))  # the sweep file's order, which tables keep
-    return rows
+        collected.sort(key=lambda item: order.get(item.row["config_hash"], len(order)))  # the sweep file's order, which tables keep
+    return collected
 
 
 @contextlib.contextmanager
-def skipped_if_unreadable(what: str) -> Iterator[None]:
+def skipped_if_unreadable(what: str, said: list[str] | None = None) -> Iterator[None]:
     """One unreadable trial (or manifest) is skipped with one line on stderr; the others are collected."""
     try:
         yield
     except (KeyError, TypeError, ValueError, OverflowError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"raylab: warning: {what}: skipped, unreadable ({type(error).__name__}: {reason})", file=sys.stderr, flush=True)
+        line = f"raylab: warning: {what}: skipped, unreadable ({type(error).__name__}: {reason})"
+        print(line, file=sys.stderr, flush=True)
+        if said is not None:
+            said.append(line)
 
 
 def newer_than_trials_file(location: str | Path) -> str | None:
@@ -476,24 +507,121 @@ def curves_table(points: dict[tuple[str, int, str], float]) -> pa.Table:
     )
 
 
-def collect(location: str | Path) -> tuple[str, str]:
-    """Write trials.parquet and curves.parquet into a sweep or run directory (local or URI)."""
+def previous_pair_id(location: str | Path) -> str | None:
+    """The collect id of the experiment's Parquet pair, when both files carry the same one."""
+    trials_id = file_collect_id(storage.join(location, TRIALS_FILE)) if storage.exists(storage.join(location, TRIALS_FILE)) else None
+    if trials_id is None or not storage.exists(storage.join(location, CURVES_FILE)):
+        return None
+    return trials_id if file_collect_id(storage.join(location, CURVES_FILE)) == trials_id else None
+
+
+STUB_KEY = "_not_loaded"  # a trial of the cache with no row (another run's row won): its status and hash only
+
+
+def cached_candidate(entry: dict) -> Collected:
+    row = entry["row"] if entry["row"] is not None else {
+        "trial_id": entry["trial_id"], "config_hash": entry["config_hash"], "status": entry["status"], STUB_KEY: True}
+    return Collected(row, None, entry["tune_status"], entry["dirname"])
+
+
+def reuse_from(previous: cache.CachedRun | None, sources: dict[str, list]) -> Reuse | None:
+    """The rows of the previous collect that a changed run can take: trials with the same Tune status
+    and folder, whose files did not change, and whose row was kept."""
+    if previous is None:
+        return None
+    entries = {entry["trial_id"]: entry for entry in previous.entries if entry["row"] is not None and entry["tune_status"] is not None}
+
+    def reuse(trial: StateTrial) -> dict | None:
+        entry = entries.get(trial.trial_id)
+        if entry is None or entry["tune_status"] != trial.status or entry["dirname"] != trial.dirname:
+            return None
+        if trial.dirname is not None and previous.sources.get(trial.dirname) != sources.get(trial.dirname):
+            return None
+        return entry["row"]
+
+    return reuse
+
+
+def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
+    """Write trials.parquet and curves.parquet into a sweep or run directory (local or URI).
+
+    With `incremental`, the rows of trials whose files did not change since the last collect come
+    from it (raylab/results/incremental.py); the files written are those of a collect from scratch."""
     if not storage.is_dir(location):
         raise ResultsError(f"{location}: no such experiment directory")
-    with storage.local_copy(location) as local:
-        rows: list[tuple[dict, dict]] = []
-        for run_dir in run_directories(local):
-            with skipped_if_unreadable(run_dir.name):  # one unreadable run never breaks the others
-                rows.extend(collect_run(run_dir))
-        kept = keep_one_per_config(rows)
+    listing = cache.list_experiment(location)
+    runs = cache.run_names(listing)
+    if runs is None:
+        raise ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+    previous = cache.read_cache(location, previous_pair_id(location)) if incremental else {}
+    sources = cache.trial_sources(listing, runs)
+    fingerprints = {run: cache.run_fingerprint(listing, run) for run in runs}
+    unchanged = {run for run in runs if run in previous and previous[run].fingerprint == fingerprints[run] and previous[run].sources == sources[run]}
+    wanted = None
+    if storage.is_uri(location):
+        # Of a changed run, the trial folders to download: those whose files changed, and those the
+        # cache holds no row of (a trial another run's row won over may win now).
+        changed: dict[str, set[str] | None] = {}
+        for run in (run for run in runs if run not in unchanged):
+            rows = {entry["dirname"] for entry in previous[run].entries if entry["row"] is not None} if run in previous else None
+            changed[run] = None if rows is None else {folder for folder, source in sources[run].items() if folder not in rows or previous[run].sources.get(folder) != source}
+        wanted = cache.wanted_files(listing, changed) | ({CURVES_FILE} if previous else set())
+
+    run_names = {run: run or PurePosixPath(storage.filesystem(location)[1].rstrip("/")).name for run in runs}
+    with storage.local_copy(location, wanted) as local:
+        candidates: list[tuple[str, Collected]] = []
+        said: dict[str, list[str]] = {run: [] for run in runs}
+        for run in runs:
+            if run in unchanged:
+                for line in previous[run].warnings:
+                    print(line, file=sys.stderr, flush=True)
+                said[run] = list(previous[run].warnings)
+                candidates.extend((run, cached_candidate(entry)) for entry in previous[run].entries)
+                continue
+            with skipped_if_unreadable(run_names[run], said[run]):  # one unreadable run never breaks the others
+                collected = collect_run(local / run if run else local, run_names[run], reuse_from(previous.get(run), sources[run]), said[run])
+                candidates.extend((run, item) for item in collected)
+        kept = [item for _, item in keep_one_per_config([(item.row, item) for _, item in candidates])]
+        if any(STUB_KEY in item.row for item in kept):
+            return collect(location, incremental=False)  # a trial the cache holds no row of won: read it
         points: dict[tuple[str, int, str], float] = {}
-        for _, trial_points in kept:
-            points.update(trial_points)
+        for item in kept:
+            if item.points is not None:
+                points.update(item.points)
+        curves = curves_table(points)
+        reused = [item.row["trial_id"] for item in kept if item.points is None]
+        if reused:  # their points, from the previous curves.parquet
+            earlier = pq.read_table(local / CURVES_FILE if storage.is_uri(location) else storage.join(location, CURVES_FILE), schema=CURVES_SCHEMA)
+            earlier = earlier.filter(pc.is_in(earlier["trial_id"], value_set=pa.array(reused, pa.string())))
+            curves = pa.concat_tables([earlier.replace_schema_metadata(None), curves]).sort_by(
+                [("trial_id", "ascending"), ("step", "ascending"), ("metric", "ascending")])
         # One id in both files, curves replaced first and trials last: a reader that finds a trials
         # file finds its curves beside it, or sees the ids differ (fresh_results collects again).
+        # The cache comes last: one with an older id is not used.
         pair_id = uuid.uuid4().hex
-        for name, table in ((CURVES_FILE, curves_table(points)), (TRIALS_FILE, arrow_table([row for row, _ in kept]))):
+        for name, table in ((CURVES_FILE, curves), (TRIALS_FILE, arrow_table([item.row for item in kept]))):
             write_parquet_atomic(table, local / name, pair_id)
             if storage.is_uri(location):
                 storage.upload(local / name, storage.join(location, name))
+        kept_ids = {id(item) for item in kept}
+        runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run]) for run in runs}
+        for run, item in candidates:
+            runs_now[run].entries.append(cache_entry(item, id(item) in kept_ids))
+        write_text_atomic(local / cache.CACHE_FILE, cache.cache_text(pair_id, runs_now))
+        if storage.is_uri(location):
+            storage.upload(local / cache.CACHE_FILE, storage.join(location, cache.CACHE_FILE))
     return storage.join(location, TRIALS_FILE), storage.join(location, CURVES_FILE)
+
+
+def cache_entry(item: Collected, kept: bool) -> dict:
+    return {"trial_id": item.row.get("trial_id"), "config_hash": item.row["config_hash"], "status": item.row["status"],
+            "tune_status": item.tune_status, "dirname": item.dirname, "row": item.row if kept else None}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
