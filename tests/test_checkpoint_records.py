@@ -58,7 +58,7 @@ def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage
     early = tmp_path / "early-state"
     deadline = time.monotonic() + 300
     run_dir = None
-    while True:  # save the first state that names a checkpoint of both trials
+    while True:  # save the first state that names a later checkpoint of both trials
         assert driver.poll() is None, driver.communicate()[0]
         assert time.monotonic() < deadline, "no experiment state naming a checkpoint of each trial within 300 s"
         run_dir = next(sweep.glob("run-*"), None)
@@ -67,7 +67,9 @@ def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage
             named = state_checkpoints(states[-1]) if states else []
         except (ValueError, KeyError, OSError):
             named = []  # caught mid-write
-        if len(named) == 2 and all(named):
+        # Past each trial's first checkpoint: Tune records a checkpoint one event after the result that
+        # names it, so a state saved in between records none yet; here an earlier one is recorded.
+        if len(named) == 2 and all(named) and all(int(n.removeprefix("checkpoint_")) >= 1 for n in named):
             shutil.copytree(run_dir, early, ignore=shutil.ignore_patterns("*_0000*"))  # the run's own files, not the trials'
             break
         time.sleep(0.1)
