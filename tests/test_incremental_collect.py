@@ -154,6 +154,7 @@ def test_a_cache_of_another_collect_is_not_used(experiment, tmp_path):
     assert_as_from_scratch(sweep)
 
 
+@pytest.mark.cluster  # a local S3 server, like tests/test_s3_storage.py: CI's cluster step
 def test_on_a_bucket_only_what_changed_is_downloaded(experiment, tmp_path, monkeypatch):
     server = S3Server(Path(tempfile.mkdtemp(prefix="rls3-")))
     try:
