@@ -54,6 +54,7 @@ class ProgressPrinter(tune.Callback):
     def __init__(self, tally_every_s: float = 30.0) -> None:
         # No stream attribute: Tune pickles callbacks into tuner.pkl, so print to sys.stdout at call time.
         self.tally_every_s = tally_every_s
+        self.expected = 0  # the sweep's trials, made or not yet (set in `setup`, at every start)
         self.start = time.monotonic()
         self.last_tally = self.start
 
@@ -110,11 +111,11 @@ class ProgressPrinter(tune.Callback):
         now = time.monotonic()
         if now - self.last_tally >= self.tally_every_s:
             self.last_tally = now
-            self._print(tally(trials, getattr(self, "expected", 0)))
+            self._print(tally(trials, self.expected))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if not SIGINT_SEEN.is_set():  # after Ctrl-C, Tune's statuses are not the truth; the runner reports
-            self._print(tally(trials, getattr(self, "expected", 0)))
+            self._print(tally(trials, self.expected))
 
 
 def tally(trials: list, expected: int = 0) -> str:
@@ -205,7 +206,7 @@ class LiveProgress(ProgressPrinter):
             return
         self.last_draw = now
         size = shutil.get_terminal_size()
-        lines = self.board.lines(tally(self.trials, getattr(self, "expected", 0)), size.lines, size.columns)
+        lines = self.board.lines(tally(self.trials, self.expected), size.lines, size.columns)
         if not force and self.drawn and lines == self.shown:
             return  # nothing changed: no output (a terminal log stays small)
         self._erase()
@@ -247,7 +248,7 @@ class LiveProgress(ProgressPrinter):
             self._erase()
             self.board.running.clear()
             best = self.board.lines("", 3, 200)[-1]
-            super()._print(f"{tally(trials, getattr(self, 'expected', 0))}; {best}")
+            super()._print(f"{tally(trials, self.expected)}; {best}")
             return
         super().on_experiment_end(trials, **info)
 

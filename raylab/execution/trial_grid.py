@@ -67,5 +67,3 @@ class TrialGridGenerator(BasicVariantGenerator):
             )
             self._iterators.append(iterator)
             self._trial_generator = itertools.chain(self._trial_generator, iterator)
-
-

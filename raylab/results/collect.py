@@ -70,13 +70,12 @@ def run_locations(location: str | Path) -> list[str]:
     names = sorted(PurePosixPath(f.path).name for f in folders if f.type == pafs.FileType.Directory)
     runs = [storage.join(location, name) for name in names if storage.exists(storage.join(location, name, MANIFEST))]
     if not runs:
-        raise ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+        raise not_an_experiment(location)
     return runs
 
 
-def run_directories(path: Path) -> list[Path]:
-    """`run_locations` of a local folder."""
-    return [Path(run) for run in run_locations(path)]
+def not_an_experiment(location: str | Path) -> ResultsError:
+    return ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
 
 
 COLLECT_ID = b"raylab.collect_id"  # Parquet metadata key: which collect wrote the file
@@ -509,10 +508,8 @@ def curves_table(points: dict[tuple[str, int, str], float]) -> pa.Table:
 
 def previous_pair_id(location: str | Path) -> str | None:
     """The collect id of the experiment's Parquet pair, when both files carry the same one."""
-    trials_id = file_collect_id(storage.join(location, TRIALS_FILE)) if storage.exists(storage.join(location, TRIALS_FILE)) else None
-    if trials_id is None or not storage.exists(storage.join(location, CURVES_FILE)):
-        return None
-    return trials_id if file_collect_id(storage.join(location, CURVES_FILE)) == trials_id else None
+    trials_id = file_collect_id(storage.join(location, TRIALS_FILE))  # None for a missing file too
+    return trials_id if trials_id is not None and file_collect_id(storage.join(location, CURVES_FILE)) == trials_id else None
 
 
 STUB_KEY = "_not_loaded"  # a trial of the cache with no row (another run's row won): its status and hash only
@@ -552,7 +549,7 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
     listing = cache.list_experiment(location)
     runs = cache.run_names(listing)
     if runs is None:
-        raise ResultsError(f"{location}: no raylab experiment here (expected {MANIFEST} in it or in its run-* folders)")
+        raise not_an_experiment(location)
     previous = cache.read_cache(location, previous_pair_id(location)) if incremental else {}
     sources = cache.trial_sources(listing, runs)
     fingerprints = {run: cache.run_fingerprint(listing, run) for run in runs}
@@ -567,7 +564,7 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
             changed[run] = None if rows is None else {folder for folder, source in sources[run].items() if folder not in rows or previous[run].sources.get(folder) != source}
         wanted = cache.wanted_files(listing, changed) | ({CURVES_FILE} if previous else set())
 
-    run_names = {run: run or PurePosixPath(storage.filesystem(location)[1].rstrip("/")).name for run in runs}
+    names = {run: run or PurePosixPath(storage.filesystem(location)[1].rstrip("/")).name for run in runs}  # the `run` column
     with storage.local_copy(location, wanted) as local:
         candidates: list[tuple[str, Collected]] = []
         said: dict[str, list[str]] = {run: [] for run in runs}
@@ -578,8 +575,8 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
                 said[run] = list(previous[run].warnings)
                 candidates.extend((run, cached_candidate(entry)) for entry in previous[run].entries)
                 continue
-            with skipped_if_unreadable(run_names[run], said[run]):  # one unreadable run never breaks the others
-                collected = collect_run(local / run if run else local, run_names[run], reuse_from(previous.get(run), sources[run]), said[run])
+            with skipped_if_unreadable(names[run], said[run]):  # one unreadable run never breaks the others
+                collected = collect_run(local / run if run else local, names[run], reuse_from(previous.get(run), sources[run]), said[run])
                 candidates.extend((run, item) for item in collected)
         kept = [item for _, item in keep_one_per_config([(item.row, item) for _, item in candidates])]
         if any(STUB_KEY in item.row for item in kept):
