@@ -118,6 +118,7 @@ def assert_restored_exactly(sweep_file: Path, sweep_dir: Path) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.cluster  # a three-node Ray (ray.cluster_utils), a minute: CI's cluster step
 def test_worker_node_removed_mid_sweep(tmp_path):
     from ray.cluster_utils import Cluster
 

@@ -192,15 +192,20 @@ def test_a_live_drivers_lease_is_refused_in_one_line_and_a_dead_ones_taken_over(
     lease_file(sweep_dir).write_text('{"tok')  # torn by a writer that died
     lease.acquire(str(sweep_dir), "raylab run s.yaml").release()
 
-    # The owner renews its heartbeat; a lease taken over under it stops it as Ctrl-C would.
+    # The owner renews its heartbeat; a lease taken over under it stops it as Ctrl-C would, also
+    # when it was started with SIGINT ignored (`raylab run ... &` in a script).
     monkeypatch.setattr(lease, "HEARTBEAT_S", 0.05)
-    held = lease.acquire(str(sweep_dir), "raylab run s.yaml")
-    first = json.loads(lease_file(sweep_dir).read_text())["heartbeat"]
-    time.sleep(0.3)
-    assert json.loads(lease_file(sweep_dir).read_text())["heartbeat"] > first
-    with pytest.raises(KeyboardInterrupt):
-        lease.acquire(str(sweep_dir), "raylab run s.yaml", take_over=True)
-        time.sleep(2)
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        held = lease.acquire(str(sweep_dir), "raylab run s.yaml")
+        first = json.loads(lease_file(sweep_dir).read_text())["heartbeat"]
+        time.sleep(0.3)
+        assert json.loads(lease_file(sweep_dir).read_text())["heartbeat"] > first
+        with pytest.raises(KeyboardInterrupt):
+            lease.acquire(str(sweep_dir), "raylab run s.yaml", take_over=True)
+            time.sleep(2)
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert "was taken over by" in capsys.readouterr().err
     held.release()
 

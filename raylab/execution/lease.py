@@ -28,6 +28,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -170,9 +171,23 @@ def acquire(sweep_dir: str, command: str, take_over: bool = False) -> Lease:
         if current is None or current.get("token") != owner["token"]:
             raise LeaseHeld(held_message(sweep_dir, current or {}, time.time()) + " (it took the lease at the same moment)")
     lease = Lease(location, owner, created_folders=created_folders)
+    make_interruptible()
     lease.thread = threading.Thread(target=renew, args=(lease,), name="raylab-lease", daemon=True)
     lease.thread.start()
     return lease
+
+
+def make_interruptible() -> None:
+    """Let the heartbeat thread stop this driver. It does so as Ctrl-C would (`interrupt_main`),
+    which does nothing in a process that ignores SIGINT: a job started with `&` by a script, or by
+    `nohup` from one, inherits SIGINT ignored. Such a driver would go on driving a run that another
+    one took over, so SIGINT gets Python's own handler back (a background job gets no Ctrl-C from
+    the terminal either way)."""
+    try:
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: signals are the main thread's to set
+        pass
 
 
 def create_exclusively(path: str, text: str) -> bool:
