@@ -107,6 +107,8 @@ FILE_PROBLEMS = {
         "variants[0].cell: hidden size 60000 gives 14,403,180,009 parameters, more than 8,589,934,592",
     ),
     "hidden size above the limit": (sweep_text(hidden_sizes=[200000]), "variants[0].cell: hidden size 200000 is above raylab's limit of 65536"),
+    "unknown logger": (sweep_text(loggers=["tensorbord"]), "loggers[0]: 'tensorbord' is not one of tensorboard"),
+    "logger twice": (sweep_text(loggers=["tensorboard", "tensorboard"]), "loggers[1]: tensorboard is listed twice"),
 }
 
 

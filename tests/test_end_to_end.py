@@ -51,6 +51,7 @@ def test_sweep_runs_to_parquet_and_table(ray_2_cpus, tmp_path, capsys):
 
     for trial_dir in (sweep_dir).glob("run-*/*-h8-s*"):
         assert len(list(trial_dir.glob("checkpoint_*"))) <= 1  # keep_checkpoints: 1 by default, the newest
+        assert (trial_dir / "result.json").is_file() and not list(trial_dir.glob("events.out.tfevents.*"))  # no loggers by default
 
     curves = pd.read_parquet(sweep_dir / "curves.parquet")
     assert not curves.duplicated(["trial_id", "step", "metric"]).any()

@@ -1,7 +1,6 @@
 """Running a sweep file again after Ctrl-C continues its unfinished trials from their checkpoints,
 and the user sees raylab's lines, not Ray's routine warnings (real CLI, real embedded Ray)."""
 
-import importlib.util
 import json
 import signal
 import struct
@@ -103,7 +102,7 @@ def slow_sweep(tmp_path: Path, name: str, **changes) -> tuple[Path, tuple[str, .
 @pytest.mark.ray
 @pytest.mark.slow
 def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp_path, capsys):
-    sweep_dir, command = slow_sweep(tmp_path, "rerun")
+    sweep_dir, command = slow_sweep(tmp_path, "rerun", loggers=["tensorboard"])
 
     first = raylab(*command)
     wait_for_checkpoints(first, sweep_dir, 2, "two checkpoints written")
@@ -137,10 +136,10 @@ def test_running_the_same_command_after_ctrl_c_continues_from_the_checkpoint(tmp
     assert sorted(val_steps) == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
     # TensorBoard's x-axis: Tune's event-file logger takes `timesteps_total`, which is the training step.
     assert all(row["timesteps_total"] == row["step"] for row in rows)
-    if importlib.util.find_spec("tensorboardX"):  # the `tensorboard` extra: read the event files themselves
-        steps = event_steps(sweep_dir, "ray/tune/val/loss")
-        # Training steps (up to 20), not report indices (up to 10); a point just before the Ctrl-C may be missing.
-        assert steps[-1] == STEPS and set(steps) <= set(val_steps) and len(steps) >= len(val_steps) - 2, steps
+    # `loggers: [tensorboard]` (tensorboardX comes with ray[tune]): read the event files themselves.
+    steps = event_steps(sweep_dir, "ray/tune/val/loss")
+    # Training steps (up to 20), not report indices (up to 10); a point just before the Ctrl-C may be missing.
+    assert steps[-1] == STEPS and set(steps) <= set(val_steps) and len(steps) >= len(val_steps) - 2, steps
     assert raylab_module.load_curves(sweep_dir).equals(curves)  # the public loader (docs/python.md)
 
 

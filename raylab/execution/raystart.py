@@ -19,7 +19,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune's default loggers write progress.csv and TensorBoard events for every trial (and import
 # tensorboardX in the driver); raylab reads result.json only, so the JSON logger is kept, and the
-# TensorBoard one only where the `tensorboard` extra is installed (see logger_callbacks).
+# TensorBoard one only with `loggers: [tensorboard]` (see runner.logger_callbacks).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Tune's strict metric check stays on (TUNE_DISABLE_STRICT_METRIC_CHECKING is not set): it would hide
 # a mistyped metric process-wide; the per-slot ASHA keeps its metric from that check instead, for the

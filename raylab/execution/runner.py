@@ -6,7 +6,6 @@ Progress output is `live.py`'s, Ray's start `raystart.py`'s, the trainable `trai
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import signal
@@ -127,16 +126,16 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         # No num_to_keep: KeepNewestCheckpoints deletes old checkpoints without Tune's forced state syncs.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
-        callbacks=[live_progress(sweep), KeepNewestCheckpoints(sweep.spec.keep_checkpoints), MendCheckpointRecords(), *logger_callbacks()],
+        callbacks=[live_progress(sweep), KeepNewestCheckpoints(sweep.spec.keep_checkpoints), MendCheckpointRecords(), *logger_callbacks(sweep.spec.loggers)],
     )
     return tune_config, run_config
 
 
-def logger_callbacks() -> list[Any]:
-    """result.json always; TensorBoard event files (x axis: the training step, reported as
-    `timesteps_total`) when tensorboardX is installed (`pip install -e '.[tensorboard]'`)."""
+def logger_callbacks(loggers: list[str]) -> list[Any]:
+    """result.json always (raylab reads it); TensorBoard event files with `loggers: [tensorboard]`
+    (x axis: the training step, reported as `timesteps_total`; docs/tensorboard.md)."""
     callbacks: list[Any] = [JsonLoggerCallback()]
-    if importlib.util.find_spec("tensorboardX") is not None:
+    if "tensorboard" in loggers:
         from ray.tune.logger import TBXLoggerCallback
 
         callbacks.append(TBXLoggerCallback())

@@ -8,6 +8,7 @@ and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -214,6 +215,9 @@ class SweepSpec:
     grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.planning.space)
     search: SearchSpec | None = None  # sampled configurations instead of (or besides) the grid
     plot: list[PlotSpec] = field(default_factory=list)  # figures drawn at the end of `raylab run`
+    # Tune logger callbacks besides result.json (which raylab reads): opt-in, since each costs the
+    # driver time per report (docs/throughput.md) and nothing in raylab reads what they write.
+    loggers: list[Literal["tensorboard"]] = field(default_factory=list)
 
     def check(self, where: str) -> None:
         check_sweep_name(self.name)
@@ -234,6 +238,11 @@ class SweepSpec:
         check_positive(self.max_failures, "max_failures", allow_zero=True)
         check_positive(self.keep_checkpoints, "keep_checkpoints")
         check_storage_location(self.storage, "storage")
+        for i, logger in enumerate(self.loggers):
+            if logger in self.loggers[:i]:
+                raise ConfigError(f"loggers[{i}]: {logger} is listed twice")
+        if "tensorboard" in self.loggers and importlib.util.find_spec("tensorboardX") is None:
+            raise ConfigError(f"loggers[{self.loggers.index('tensorboard')}]: tensorboard needs tensorboardX: pip install -e '.[tensorboard]'")
         outs = [figure.out for figure in self.plot]
         for i, out in enumerate(outs):
             if out in outs[:i]:
