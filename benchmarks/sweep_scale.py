@@ -1,20 +1,23 @@
 """Sweeps of thousands of trials: `raylab run` against plain Ray Tune at the same N, in the same run.
 
-For each N in `--trials`, on the embedded Ray with `--num-cpus` CPUs:
+For each N in `--trials`, on the embedded Ray with `--num-cpus` CPUs, two comparisons:
 
-- `raylab run` of N trivial trials (a copy task, an 8-unit RNN, 2 steps, an evaluation and a
-  checkpoint at each: the runner's cost is all there is), in a fresh process as a user runs it;
-- plain Ray Tune with the same model and steps (benchmarks/sweep.py's BARE_TUNE: a function
-  trainable, worker processes reused, one report, no checkpoints): the floor any Tune runner stands on;
-- plain Ray Tune doing what a raylab trial asks of Tune (PLAIN_CHECKPOINTING: an evaluation, a
-  checkpoint and a report at each step): the floor of a Tune runner that can resume exactly;
+- one report per trial: `raylab run` of N trivial trials (a copy task, an 8-unit RNN, 2 steps, one
+  evaluation with its report and checkpoint at the end: the runner's cost is all there is), in a
+  fresh process as a user runs it, against plain Ray Tune with the same model and steps
+  (benchmarks/sweep.py's BARE_TUNE: a function trainable, worker processes reused, one report, no
+  checkpoint): the floor any Tune runner stands on;
+- two reports per trial: the same `raylab run` with an evaluation, a report and a checkpoint at
+  each step (`eval_every: 1`), against plain Ray Tune with the same two reports and no checkpoint
+  (PLAIN_TWO_REPORTS) and with a checkpoint at each (PLAIN_CHECKPOINTING, what a raylab trial asks
+  of Tune: the floor of a Tune runner that can resume exactly);
 - then, on raylab's experiment: the same `raylab run` again (every trial finished: all skipped), a
   collect from scratch, and incremental collects after 10 new trials (`measure_collects`).
 
 Per side: wall time, time to the first trial's first result, the driver's peak RSS (VmHWM of the
 driver process, sampled until it exits), and for raylab the files and bytes the sweep left per trial.
 
-    python benchmarks/sweep_scale.py --trials 100,1000 --json benchmarks/results/sweep-scale.json --markdown benchmarks/results/sweep-scale.md
+    python benchmarks/sweep_scale.py --trials 1000 --repeat 3 --json benchmarks/results/sweep-scale.json --markdown benchmarks/results/sweep-scale.md
 
 No Ray is imported here: every side runs in a child process, with `--repo`'s code first on the path.
 """
@@ -26,6 +29,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +42,8 @@ from sweep import BARE_TUNE, FLOOR_PHASE_LINES, TRIVIAL_SWEEP as TWO_STEP_SWEEP,
 ROOT = Path(__file__).resolve().parents[1]
 # benchmarks/sweep.py's trivial trial, with an evaluation and a checkpoint at each of its 2 steps.
 TRIVIAL_SWEEP = {**TWO_STEP_SWEEP, "name": "scale", "training": {"steps": 2, "eval_every": 1}}
+# The same trial with one evaluation, report and checkpoint, at its end: BARE_TUNE's one report.
+ONE_REPORT_SWEEP = {**TRIVIAL_SWEEP, "name": "scale-one-report", "training": {"steps": 2, "eval_every": 2}}
 # Plain Ray Tune doing what a raylab trial asks of Tune: at each of the 2 steps an evaluation, a
 # checkpoint of the model and optimizer (torch.save into a folder, `tune.Checkpoint.from_directory`)
 # and a report. Tune's default retention (all checkpoints kept: `num_to_keep` would force a save of
@@ -67,6 +73,16 @@ def trial(config):
             tune.report({"step": step, "train/loss": loss.item(), "val/loss": val_loss}, checkpoint=tune.Checkpoint.from_directory(directory))
 
 """ + BARE_TUNE[BARE_TUNE.index("class FirstResult"):]  # the same driver as BARE_TUNE's
+# The same two evaluations and reports, without the checkpoints: what the second report costs.
+PLAIN_TWO_REPORTS = PLAIN_CHECKPOINTING.replace(
+    """        with tempfile.TemporaryDirectory() as directory:
+            torch.save({"model": [rnn.state_dict(), readout.state_dict()], "optimizer": optimizer.state_dict(), "step": step},
+                       os.path.join(directory, "state.pt"))
+            tune.report({"step": step, "train/loss": loss.item(), "val/loss": val_loss}, checkpoint=tune.Checkpoint.from_directory(directory))
+""",
+    """        tune.report({"step": step, "train/loss": loss.item(), "val/loss": val_loss})
+""")
+assert PLAIN_TWO_REPORTS != PLAIN_CHECKPOINTING
 RAYLAB_FIRST_RESULT = re.compile(r"^\[\d\d:\d\d\] .* step ")
 PLAIN_FIRST_RESULT = FLOOR_PHASE_LINES["first_progress_s"]
 
@@ -124,11 +140,12 @@ print(json.dumps({"collect_s": time.perf_counter() - start}))
 NEW_TRIALS = 10
 
 
-def write_sweep(directory: Path, n_trials: int, storage: Path, steps: int = 2) -> Path:
-    """N trivial trials of `steps` steps, each with an evaluation, a report and a checkpoint."""
-    path = directory / "sweep.yaml"
-    training = {**TRIVIAL_SWEEP["training"], "steps": steps}
-    path.write_text(json.dumps({**TRIVIAL_SWEEP, "training": training, "seeds": {"range": [0, n_trials]}, "storage": str(storage)}))
+def write_sweep(directory: Path, n_trials: int, storage: Path, steps: int = 2, base: dict = TRIVIAL_SWEEP) -> Path:
+    """N trivial trials of `steps` steps, each step (`base`: TRIVIAL_SWEEP) with an evaluation, a
+    report and a checkpoint."""
+    path = directory / f"{base['name']}.yaml"
+    training = {**base["training"], "steps": steps}
+    path.write_text(json.dumps({**base, "training": training, "seeds": {"range": [0, n_trials]}, "storage": str(storage)}))
     return path
 
 
@@ -176,14 +193,31 @@ def raylab(repo: Path, *args: str, cwd: Path, first_result: re.Pattern | None = 
     return timed([sys.executable, "-m", "raylab.cli", *args], first_result, environment(repo), cwd)
 
 
-def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int) -> dict:
-    directory = tmp / f"n{n}"
-    directory.mkdir()
-    results = directory / "results"
-    sweep = write_sweep(directory, n, results)
-    run = raylab(repo, "run", str(sweep), "--num-cpus", str(num_cpus), cwd=directory, first_result=RAYLAB_FIRST_RESULT)
-    plain = timed([sys.executable, "-c", BARE_TUNE, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory)
-    checkpointing = timed([sys.executable, "-c", PLAIN_CHECKPOINTING, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory)
+def median_run(runs: list[dict]) -> dict:
+    """The median of each figure over repetitions (this machine's wall times vary by a quarter from
+    one run to the next), with every repetition's wall time kept."""
+    return {
+        **{key: statistics.median(run[key] for run in runs) for key in ("wall_s", "first_result_s", "peak_rss_mb")},
+        "wall_s_each": [run["wall_s"] for run in runs],
+    }
+
+
+def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int, repeat: int) -> dict:
+    """Each side `repeat` times, the sides interleaved (a slow minute of the machine hits all of
+    them), each raylab repetition in a fresh folder; medians."""
+    sides: dict[str, list[dict]] = {"one_report": [], "plain": [], "run": [], "two_reports": [], "checkpointing": []}
+    for repetition in range(repeat):
+        directory = tmp / f"n{n}-r{repetition}"
+        directory.mkdir()
+        results = directory / "results"
+        sides["one_report"].append(raylab(repo, "run", str(write_sweep(directory, n, results, base=ONE_REPORT_SWEEP)), "--num-cpus", str(num_cpus),
+                                          cwd=directory, first_result=RAYLAB_FIRST_RESULT))
+        sides["plain"].append(timed([sys.executable, "-c", BARE_TUNE, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory))
+        sweep = write_sweep(directory, n, results)
+        sides["run"].append(raylab(repo, "run", str(sweep), "--num-cpus", str(num_cpus), cwd=directory, first_result=RAYLAB_FIRST_RESULT))
+        sides["two_reports"].append(timed([sys.executable, "-c", PLAIN_TWO_REPORTS, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory))
+        sides["checkpointing"].append(timed([sys.executable, "-c", PLAIN_CHECKPOINTING, str(n), str(num_cpus)], PLAIN_FIRST_RESULT, dict(os.environ), directory))
+    one_report, plain, run, two_reports, checkpointing = (median_run(sides[name]) for name in sides)
     experiment = results / TRIVIAL_SWEEP["name"]
     files, size = disk_use(experiment)
     rerun = raylab(repo, "run", str(sweep), "--num-cpus", str(num_cpus), cwd=directory)
@@ -198,8 +232,15 @@ def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int
         collects = measure_collects(repo, longer_sweep, longer / "results" / TRIVIAL_SWEEP["name"], n, num_cpus, collect_steps)
     record = {
         "n_trials": n,
+        "repeat": repeat,
+        **{f"{name}_wall_s_each": median["wall_s_each"] for name, median in zip(sides, (one_report, plain, run, two_reports, checkpointing))},
+        "raylab_one_report_wall_s": one_report["wall_s"],
+        "raylab_one_report_first_result_s": one_report["first_result_s"],
+        "raylab_one_report_driver_peak_rss_mb": one_report["peak_rss_mb"],
         "raylab_wall_s": run["wall_s"],
         "plain_wall_s": plain["wall_s"],
+        "plain_two_reports_wall_s": two_reports["wall_s"],
+        "plain_two_reports_driver_peak_rss_mb": two_reports["peak_rss_mb"],
         "plain_checkpointing_wall_s": checkpointing["wall_s"],
         "plain_checkpointing_first_result_s": checkpointing["first_result_s"],
         "plain_checkpointing_driver_peak_rss_mb": checkpointing["peak_rss_mb"],
@@ -213,8 +254,9 @@ def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int
         **collects,
     }
     print(
-        f"N={n}: raylab {run['wall_s']:.1f}s vs plain Tune {plain['wall_s']:.1f}s, with the same checkpoints {checkpointing['wall_s']:.1f}s; first result {run['first_result_s']:.1f}s vs {plain['first_result_s']:.1f}s; "
-        f"driver RSS {run['peak_rss_mb']:.0f} vs {plain['peak_rss_mb']:.0f} MB; {files / n:.1f} files, {size / n / 1024:.0f} KB per trial; "
+        f"N={n}: one report: raylab {one_report['wall_s']:.1f}s vs plain Tune {plain['wall_s']:.1f}s, first result {one_report['first_result_s']:.1f}s vs "
+        f"{plain['first_result_s']:.1f}s, driver RSS {one_report['peak_rss_mb']:.0f} vs {plain['peak_rss_mb']:.0f} MB; two reports: raylab {run['wall_s']:.1f}s vs "
+        f"plain Tune {two_reports['wall_s']:.1f}s, with a checkpoint at each {checkpointing['wall_s']:.1f}s; {files / n:.1f} files, {size / n / 1024:.0f} KB per trial; "
         f"re-run {rerun['wall_s']:.1f}s; collect {collects['collect_full_s']:.2f}s, after {NEW_TRIALS} new trials in a new run "
         f"{collects['collect_after_new_run_s']:.2f}s (from scratch {collects['collect_full_after_new_run_s']:.2f}s), after {NEW_TRIALS} live "
         f"reports {collects['collect_after_live_reports_s']:.2f}s (from scratch {collects['collect_full_after_live_reports_s']:.2f}s)",
@@ -226,31 +268,39 @@ def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int
 def markdown(summary: dict) -> str:
     lines = [
         f"`benchmarks/sweep_scale.py`, commit {summary['repo_commit']}, --num-cpus {summary['num_cpus']}, {os.cpu_count()} cores, "
-        f"load average at the end {summary['load_average'][0]:.1f}. Trivial trials (2 steps, a report and a checkpoint at each).",
+        f"load average at the end {summary['load_average'][0]:.1f}. Trivial trials of 2 steps. Medians of {summary['records'][0]['repeat']} interleaved runs of each side.",
         "",
-        "| N | raylab wall s | plain Tune wall s | ratio | first result s: raylab / plain | driver peak RSS MB: raylab / plain | ratio | files per trial | KB per trial | re-run s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "One report per trial: raylab (one evaluation, its report and checkpoint, at the end) against plain Tune (one report, `BARE_TUNE`):",
+        "",
+        "| N | raylab wall s | plain Tune wall s | ratio | first result s: raylab / plain | ratio | driver peak RSS MB: raylab / plain | ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["records"]:
         lines.append(
-            f"| {r['n_trials']} | {r['raylab_wall_s']:.1f} | {r['plain_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_wall_s']:.2f} | "
-            f"{r['raylab_first_result_s']:.1f} / {r['plain_first_result_s']:.1f} | {r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_driver_peak_rss_mb']:.0f} | "
-            f"{r['raylab_driver_peak_rss_mb'] / r['plain_driver_peak_rss_mb']:.2f} | {r['files_per_trial']:.1f} | {r['bytes_per_trial'] / 1024:.0f} | "
-            f"{r['rerun_s']:.1f} |"
+            f"| {r['n_trials']} | {r['raylab_one_report_wall_s']:.1f} | {r['plain_wall_s']:.1f} | {r['raylab_one_report_wall_s'] / r['plain_wall_s']:.2f} | "
+            f"{r['raylab_one_report_first_result_s']:.1f} / {r['plain_first_result_s']:.1f} | "
+            f"{r['raylab_one_report_first_result_s'] / r['plain_first_result_s']:.2f} | "
+            f"{r['raylab_one_report_driver_peak_rss_mb']:.0f} / {r['plain_driver_peak_rss_mb']:.0f} | "
+            f"{r['raylab_one_report_driver_peak_rss_mb'] / r['plain_driver_peak_rss_mb']:.2f} |"
         )
     lines += [
         "",
-        "Against plain Tune doing what a raylab trial asks of Tune (an evaluation, a checkpoint and a report at each of the 2 steps; `PLAIN_CHECKPOINTING`):",
+        "Two reports per trial (an evaluation, a report and, for raylab, a checkpoint at each step): raylab against plain Tune with the same "
+        "reports (`PLAIN_TWO_REPORTS`, no checkpoint), with a checkpoint at each too (`PLAIN_CHECKPOINTING`), and against the one-report "
+        "floor (`BARE_TUNE`); raylab's files and bytes per trial and its re-run (all skipped):",
         "",
-        "| N | raylab wall s | plain Tune, same checkpoints, wall s | ratio | first result s: raylab / plain | driver peak RSS MB: raylab / plain | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| N | raylab wall s | plain, same reports, s | ratio | plain, same reports and checkpoints, s | ratio | plain, one report, s | ratio | "
+        "first result s: raylab / plain | driver peak RSS MB: raylab / same reports | files per trial | KB per trial | re-run s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["records"]:
         lines.append(
-            f"| {r['n_trials']} | {r['raylab_wall_s']:.1f} | {r['plain_checkpointing_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_checkpointing_wall_s']:.2f} | "
+            f"| {r['n_trials']} | {r['raylab_wall_s']:.1f} | {r['plain_two_reports_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_two_reports_wall_s']:.2f} | "
+            f"{r['plain_checkpointing_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_checkpointing_wall_s']:.2f} | "
+            f"{r['plain_wall_s']:.1f} | {r['raylab_wall_s'] / r['plain_wall_s']:.2f} | "
             f"{r['raylab_first_result_s']:.1f} / {r['plain_checkpointing_first_result_s']:.1f} | "
-            f"{r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_checkpointing_driver_peak_rss_mb']:.0f} | "
-            f"{r['raylab_driver_peak_rss_mb'] / r['plain_checkpointing_driver_peak_rss_mb']:.2f} |"
+            f"{r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_two_reports_driver_peak_rss_mb']:.0f} | "
+            f"{r['files_per_trial']:.1f} | {r['bytes_per_trial'] / 1024:.0f} | {r['rerun_s']:.1f} |"
         )
     lines += [
         "",
@@ -275,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", default="100,1000", help="comma-separated sweep sizes N (default 100,1000)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the embedded Ray (default 2)")
     parser.add_argument("--repo", default=str(ROOT), help="checkout whose raylab runs (default: this one)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side, interleaved; the tables show medians (default 1)")
     parser.add_argument("--collect-steps", type=int, default=2,
                         help="steps (each a report) of the trials the collects are timed on; 2: the same experiment (default 2)")
     parser.add_argument("--json", help="write every record here")
@@ -282,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     with tempfile.TemporaryDirectory(prefix="raylab-scale-") as tmp:
-        records = [measure_one(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps) for n in args.trials.split(",")]
+        records = [measure_one(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps, args.repeat) for n in args.trials.split(",")]
     commit = git_describe(repo)
     summary = {"num_cpus": args.num_cpus, "repo_commit": commit, "load_average": os.getloadavg(), "python": platform.python_version(), "records": records}
     table = markdown(summary)
