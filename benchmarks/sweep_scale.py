@@ -18,6 +18,7 @@ Per side: wall time, time to the first trial's first result, the driver's peak R
 driver process, sampled until it exits), and for raylab the files and bytes the sweep left per trial.
 
     python benchmarks/sweep_scale.py --trials 1000 --repeat 3 --json benchmarks/results/sweep-scale.json --markdown benchmarks/results/sweep-scale.md
+    python benchmarks/sweep_scale.py --collects-only --trials 1000 --json benchmarks/results/collect-scale.json --markdown benchmarks/results/collect-scale.md
 
 No Ray is imported here: every side runs in a child process, with `--repo`'s code first on the path.
 """
@@ -202,6 +203,20 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
+def measure_collects_only(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int) -> dict:
+    """`--collects-only`: the experiment of N trials run (not timed), then the collects."""
+    directory = tmp / f"n{n}-collect"
+    directory.mkdir()
+    sweep = write_sweep(directory, n, directory / "results", collect_steps)
+    subprocess.run([sys.executable, "-m", "raylab.cli", "run", str(sweep), "--num-cpus", str(num_cpus)], env=environment(repo),
+                   cwd=directory, capture_output=True, check=True)
+    collects = measure_collects(repo, sweep, directory / "results" / TRIVIAL_SWEEP["name"], n, num_cpus, collect_steps)
+    print(f"N={n}: collect {collects['collect_full_s']:.2f}s, after {NEW_TRIALS} new trials in a new run {collects['collect_after_new_run_s']:.2f}s "
+          f"(from scratch {collects['collect_full_after_new_run_s']:.2f}s), after {NEW_TRIALS} live reports {collects['collect_after_live_reports_s']:.2f}s "
+          f"(from scratch {collects['collect_full_after_live_reports_s']:.2f}s)", flush=True)
+    return {"n_trials": n, **collects}
+
+
 def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int, repeat: int) -> dict:
     """Each side `repeat` times, the sides interleaved (a slow minute of the machine hits all of
     them), each raylab repetition in a fresh folder; medians."""
@@ -266,6 +281,9 @@ def measure_one(repo: Path, n: int, num_cpus: int, tmp: Path, collect_steps: int
 
 
 def markdown(summary: dict) -> str:
+    if summary.get("collects_only"):
+        return "\n".join([f"`benchmarks/sweep_scale.py --collects-only`, commit {summary['repo_commit']}, --num-cpus {summary['num_cpus']}, "
+                          f"{os.cpu_count()} cores, load average at the end {summary['load_average'][0]:.1f}.", *collect_lines(summary)]) + "\n"
     lines = [
         f"`benchmarks/sweep_scale.py`, commit {summary['repo_commit']}, --num-cpus {summary['num_cpus']}, {os.cpu_count()} cores, "
         f"load average at the end {summary['load_average'][0]:.1f}. Trivial trials of 2 steps. Medians of {summary['records'][0]['repeat']} interleaved runs of each side.",
@@ -302,10 +320,14 @@ def markdown(summary: dict) -> str:
             f"{r['raylab_driver_peak_rss_mb']:.0f} / {r['plain_two_reports_driver_peak_rss_mb']:.0f} | "
             f"{r['files_per_trial']:.1f} | {r['bytes_per_trial'] / 1024:.0f} | {r['rerun_s']:.1f} |"
         )
-    lines += [
+    return "\n".join(lines + collect_lines(summary)) + "\n"
+
+
+def collect_lines(summary: dict) -> list[str]:
+    lines = [
         "",
         f"Collect, in-process seconds (a fresh process each; the command adds about a second of imports), on N trials of "
-        f"{summary['records'][0]['collect_reports_per_trial']} reports each. Incremental: from the collect of the N trials, "
+        f"{summary['collect_reports_per_trial']} reports each. Incremental: from the collect of the N trials, "
         f"after {NEW_TRIALS} more seeds ran in a new run, and after {NEW_TRIALS} trials of the first run reported again (its state changed too).",
         "",
         "| N | full collect s | after a new run: incremental / from scratch s | ratio | after live reports: incremental / from scratch s | ratio |",
@@ -317,7 +339,7 @@ def markdown(summary: dict) -> str:
             f"{r['collect_after_new_run_s'] / r['collect_full_after_new_run_s']:.2f} | {r['collect_after_live_reports_s']:.2f} / "
             f"{r['collect_full_after_live_reports_s']:.2f} | {r['collect_after_live_reports_s'] / r['collect_full_after_live_reports_s']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,14 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side, interleaved; the tables show medians (default 1)")
     parser.add_argument("--collect-steps", type=int, default=2,
                         help="steps (each a report) of the trials the collects are timed on; 2: the same experiment (default 2)")
+    parser.add_argument("--collects-only", action="store_true", help="time the collects only, on an experiment run for them (default: off)")
     parser.add_argument("--json", help="write every record here")
     parser.add_argument("--markdown", help="write the Markdown table here (it is always printed)")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     with tempfile.TemporaryDirectory(prefix="raylab-scale-") as tmp:
-        records = [measure_one(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps, args.repeat) for n in args.trials.split(",")]
+        if args.collects_only:
+            records = [measure_collects_only(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps) for n in args.trials.split(",")]
+        else:
+            records = [measure_one(repo, int(n), args.num_cpus, Path(tmp), args.collect_steps, args.repeat) for n in args.trials.split(",")]
     commit = git_describe(repo)
-    summary = {"num_cpus": args.num_cpus, "repo_commit": commit, "load_average": os.getloadavg(), "python": platform.python_version(), "records": records}
+    summary = {"collects_only": args.collects_only, "collect_reports_per_trial": args.collect_steps, "num_cpus": args.num_cpus, "repo_commit": commit, "load_average": os.getloadavg(), "python": platform.python_version(), "records": records}
     table = markdown(summary)
     print(table)
     for path, text in ((args.json, json.dumps(summary, indent=1)), (args.markdown, table)):

@@ -312,7 +312,7 @@ def test_results_tool_arguments(tmp_path, capsys):
 
 def test_an_integer_beyond_64_bits_is_stored_as_text_not_a_crash():
     """Folders written before the seed rule may hold such seeds; collecting them must still work."""
-    from raylab.results.collect import arrow_table
+    from raylab.results.rowtable import arrow_table
 
     table = arrow_table([{"seed": 2**70, "x": 1}, {"seed": 3, "x": 2}])
     assert table.column("seed").to_pylist() == [str(2**70), "3"]

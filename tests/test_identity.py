@@ -14,7 +14,8 @@ from raylab.results.aggregate import summarize, table_groups
 from raylab.cli import main
 from raylab.results.identity import code_note
 from raylab.results.published import inferred_layout, load_published, paper_table
-from raylab.results.collect import TRIALS_FILE, ResultsError, arrow_table, trial_row, write_parquet_atomic
+from raylab.results.collect import TRIALS_FILE, ResultsError, trial_row, write_parquet_atomic
+from raylab.results.rowtable import arrow_table
 from raylab.planning.sweep import load_sweep
 from raylab.tasks.copying import CopyTask
 from raylab.training.loop import run_trial

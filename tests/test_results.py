@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raylab.results import collect as results
-from raylab.results.collect import arrow_table, curve_points, curves_table, keep_one_per_config, summarize_curve, write_parquet_atomic
+from raylab.results.collect import curve_points, curves_table, keep_one_per_config, summarize_curve, write_parquet_atomic
+from raylab.results.rowtable import arrow_table
 
 
 def test_rereported_steps_keep_the_last_value():

@@ -45,6 +45,7 @@ from raylab.training.metrics import metric_mode
 from raylab.training.reports import LINEAGE_KEY, REPORTS_FILE, read_reports
 from raylab.results import incremental as cache
 from raylab.results.provenance import code_version
+from raylab.results.rowtable import PreviousRow, assembled_table
 
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
@@ -456,28 +457,6 @@ def keep_one_per_config(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]
     return list(best.values())
 
 
-def arrow_table(rows: list[dict]) -> pa.Table:
-    """Rows -> Arrow, with a column of mixed Python types stored as text instead of failing."""
-    columns: dict[str, list] = {}
-    for row in rows:
-        for key in row:
-            columns.setdefault(key, [])
-    for key, values in columns.items():
-        values.extend(row.get(key) for row in rows)
-    arrays = {}
-    for key, values in columns.items():
-        kinds = {type(v) for v in values if v is not None}
-        if kinds == {int, float}:
-            values = [None if v is None else float(v) for v in values]
-        elif len(kinds) > 1:
-            values = [None if v is None else str(v) for v in values]
-        try:
-            arrays[key] = pa.array(values)
-        except (pa.ArrowException, OverflowError):  # e.g. an integer beyond 64 bits: kept, as text
-            arrays[key] = pa.array([None if v is None else str(v) for v in values])
-    return pa.table(arrays)
-
-
 def write_parquet_atomic(table: pa.Table, path: Path, collect_id: str | None = None) -> None:
     """Write to a temporary file beside `path`, then rename over it; `collect_id` goes into its metadata."""
     if collect_id is not None:
@@ -513,20 +492,21 @@ def previous_pair_id(location: str | Path) -> str | None:
 
 
 STUB_KEY = "_not_loaded"  # a trial of the cache with no row (another run's row won): its status and hash only
+PREVIOUS_KEY = "_previous"  # a trial whose row is the previous collect's, in the previous trials.parquet: its cache entry
 
 
-def cached_candidate(entry: dict) -> Collected:
-    row = entry["row"] if entry["row"] is not None else {
-        "trial_id": entry["trial_id"], "config_hash": entry["config_hash"], "status": entry["status"], STUB_KEY: True}
+def cached_candidate(entry: dict, run_name: str) -> Collected:
+    row = {"trial_id": entry["trial_id"], "run": run_name, "config_hash": entry["config_hash"], "status": entry["status"]}
+    row[PREVIOUS_KEY if entry["kept"] else STUB_KEY] = entry
     return Collected(row, None, entry["tune_status"], entry["dirname"])
 
 
-def reuse_from(previous: cache.CachedRun | None, sources: dict[str, list]) -> Reuse | None:
+def reuse_from(previous: cache.CachedRun | None, sources: dict[str, list], run_name: str) -> Reuse | None:
     """The rows of the previous collect that a changed run can take: trials with the same Tune status
     and folder, whose files did not change, and whose row was kept."""
     if previous is None:
         return None
-    entries = {entry["trial_id"]: entry for entry in previous.entries if entry["row"] is not None and entry["tune_status"] is not None}
+    entries = {entry["trial_id"]: entry for entry in previous.entries if entry["kept"] and entry["tune_status"] is not None}
 
     def reuse(trial: StateTrial) -> dict | None:
         entry = entries.get(trial.trial_id)
@@ -534,7 +514,7 @@ def reuse_from(previous: cache.CachedRun | None, sources: dict[str, list]) -> Re
             return None
         if trial.dirname is not None and previous.sources.get(trial.dirname) != sources.get(trial.dirname):
             return None
-        return entry["row"]
+        return cached_candidate(entry, run_name).row
 
     return reuse
 
@@ -550,7 +530,7 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
     runs = cache.run_names(listing)
     if runs is None:
         raise not_an_experiment(location)
-    previous = cache.read_cache(location, previous_pair_id(location)) if incremental else {}
+    previous, keysets = cache.read_cache(location, previous_pair_id(location)) if incremental else ({}, [])
     sources = cache.trial_sources(listing, runs)
     fingerprints = {run: cache.run_fingerprint(listing, run) for run in runs}
     unchanged = {run for run in runs if run in previous and previous[run].fingerprint == fingerprints[run] and previous[run].sources == sources[run]}
@@ -560,9 +540,9 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
         # cache holds no row of (a trial another run's row won over may win now).
         changed: dict[str, set[str] | None] = {}
         for run in (run for run in runs if run not in unchanged):
-            rows = {entry["dirname"] for entry in previous[run].entries if entry["row"] is not None} if run in previous else None
+            rows = {entry["dirname"] for entry in previous[run].entries if entry["kept"]} if run in previous else None
             changed[run] = None if rows is None else {folder for folder, source in sources[run].items() if folder not in rows or previous[run].sources.get(folder) != source}
-        wanted = cache.wanted_files(listing, changed) | ({CURVES_FILE} if previous else set())
+        wanted = cache.wanted_files(listing, changed) | ({CURVES_FILE, TRIALS_FILE} if previous else set())
 
     names = {run: run or PurePosixPath(storage.filesystem(location)[1].rstrip("/")).name for run in runs}  # the `run` column
     with storage.local_copy(location, wanted) as local:
@@ -573,14 +553,25 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
                 for line in previous[run].warnings:
                     print(line, file=sys.stderr, flush=True)
                 said[run] = list(previous[run].warnings)
-                candidates.extend((run, cached_candidate(entry)) for entry in previous[run].entries)
+                candidates.extend((run, cached_candidate(entry, names[run])) for entry in previous[run].entries)
                 continue
             with skipped_if_unreadable(names[run], said[run]):  # one unreadable run never breaks the others
-                collected = collect_run(local / run if run else local, names[run], reuse_from(previous.get(run), sources[run]), said[run])
+                collected = collect_run(local / run if run else local, names[run], reuse_from(previous.get(run), sources[run], names[run]), said[run])
                 candidates.extend((run, item) for item in collected)
         kept = [item for _, item in keep_one_per_config([(item.row, item) for _, item in candidates])]
         if any(STUB_KEY in item.row for item in kept):
             return collect(location, incremental=False)  # a trial the cache holds no row of won: read it
+        rows: list[dict | PreviousRow] = [item.row for item in kept]
+        earlier_trials = None
+        if any(PREVIOUS_KEY in item.row for item in kept):  # their rows, from the previous trials.parquet
+            try:
+                earlier_trials = pq.read_table(local / TRIALS_FILE if storage.is_uri(location) else storage.join(location, TRIALS_FILE))
+                positions = {key: i for i, key in enumerate(zip(earlier_trials.column("run").to_pylist(), earlier_trials.column("trial_id").to_pylist()))}
+                rows = [PreviousRow(positions[(row["run"], row["trial_id"])], keysets[row[PREVIOUS_KEY]["keys"]], row[PREVIOUS_KEY]["mixed"])
+                        if PREVIOUS_KEY in row else row for row in rows]
+            except (pa.ArrowException, OSError, KeyError, IndexError):  # not the table the cache describes
+                return collect(location, incremental=False)
+        assembled = assembled_table(rows, earlier_trials)
         points: dict[tuple[str, int, str], float] = {}
         for item in kept:
             if item.points is not None:
@@ -596,23 +587,31 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
         # file finds its curves beside it, or sees the ids differ (fresh_results collects again).
         # The cache comes last: one with an older id is not used.
         pair_id = uuid.uuid4().hex
-        for name, table in ((CURVES_FILE, curves), (TRIALS_FILE, arrow_table([item.row for item in kept]))):
+        for name, table in ((CURVES_FILE, curves), (TRIALS_FILE, assembled.table)):
             write_parquet_atomic(table, local / name, pair_id)
             if storage.is_uri(location):
                 storage.upload(local / name, storage.join(location, name))
-        kept_ids = {id(item) for item in kept}
+        kept_at = {id(item): index for index, item in enumerate(kept)}
+        keysets_now: dict[frozenset[str], int] = {}
         runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run]) for run in runs}
         for run, item in candidates:
-            runs_now[run].entries.append(cache_entry(item, id(item) in kept_ids))
-        write_text_atomic(local / cache.CACHE_FILE, cache.cache_text(pair_id, runs_now))
+            index = kept_at.get(id(item))
+            if index is None:
+                runs_now[run].entries.append(cache_entry(item, None, None))
+                continue
+            row = rows[index]
+            keys = row.keys if isinstance(row, PreviousRow) else frozenset(row)
+            runs_now[run].entries.append(cache_entry(item, keysets_now.setdefault(keys, len(keysets_now)), assembled.mixed[index]))
+        write_text_atomic(local / cache.CACHE_FILE, cache.cache_text(pair_id, runs_now, list(keysets_now)))
         if storage.is_uri(location):
             storage.upload(local / cache.CACHE_FILE, storage.join(location, cache.CACHE_FILE))
     return storage.join(location, TRIALS_FILE), storage.join(location, CURVES_FILE)
 
 
-def cache_entry(item: Collected, kept: bool) -> dict:
+def cache_entry(item: Collected, keys: int | None, mixed: dict | None) -> dict:
+    """`keys` and `mixed` of a kept row (raylab/results/incremental.py); None for a row another run's won over."""
     return {"trial_id": item.row.get("trial_id"), "config_hash": item.row["config_hash"], "status": item.row["status"],
-            "tune_status": item.tune_status, "dirname": item.dirname, "row": item.row if kept else None}
+            "tune_status": item.tune_status, "dirname": item.dirname, "kept": keys is not None, "keys": keys, "mixed": mixed}
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -8,8 +8,9 @@ collect id. For each run it holds:
 - `sources`: for each trial folder, the size and modification time of the files a trial's row is
   made from (result.json, error.txt, and the reports.json of its newest checkpoint);
 - `entries`: each trial as collected, in order: Tune's status, its folder, its config hash and
-  status, and its row exactly as collect made it when the row was kept (its curve points are in
-  curves.parquet).
+  status, and, when its row was kept, which keys the row had (an index into the cache's `keysets`)
+  and the values of its mixed-type columns (raylab/results/rowtable.py). The row itself is in
+  trials.parquet and its curve points in curves.parquet, where the next collect takes them from.
 
 The next collect lists the experiment's files once (one listing, also on a bucket) and
 - takes a run whose fingerprint and sources are all unchanged from the cache, without reading its
@@ -38,12 +39,12 @@ from raylab.planning import storage
 from raylab.training.reports import REPORTS_FILE
 
 CACHE_FILE = ".collect-cache.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MANIFEST = "raylab.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 # The modules that make a row from a trial's files: a change to any of them makes cached rows stale.
-CODE_FILES = ("results/collect.py", "results/incremental.py", "results/provenance.py", "results/identity.py",
+CODE_FILES = ("results/collect.py", "results/incremental.py", "results/rowtable.py", "results/provenance.py", "results/identity.py",
               "training/ending.py", "training/metrics.py", "training/reports.py", "planning/space.py")
 
 Listing = dict[str, pafs.FileInfo]  # path relative to the experiment folder -> what the filesystem says of it
@@ -117,27 +118,27 @@ def trial_sources(listing: Listing, runs: list[str]) -> dict[str, dict[str, list
 class CachedRun:
     fingerprint: list
     sources: dict[str, list]
-    entries: list[dict]  # {"trial_id", "config_hash", "status", "tune_status", "dirname", "row"}; row None unless kept
+    entries: list[dict]  # {"trial_id", "config_hash", "status", "tune_status", "dirname", "kept", "keys", "mixed"}
     warnings: list[str]  # what collect said of the run (unreadable trials), said again when the run is reused
 
 
-def read_cache(location: str | Path, pair_id: str | None) -> dict[str, CachedRun]:
-    """The previous collect's runs, or {} when its cache is missing, unreadable, not the pair's, or
-    written by other row-making code."""
+def read_cache(location: str | Path, pair_id: str | None) -> tuple[dict[str, CachedRun], list[frozenset[str]]]:
+    """The previous collect's runs and the key sets its rows had, or ({}, []) when its cache is
+    missing, unreadable, not the pair's, or written by other row-making code."""
     if pair_id is None:
-        return {}
+        return {}, []
     try:
         cache = json.loads(storage.read_text(storage.join(location, CACHE_FILE)))
         if cache["format"] != CACHE_FORMAT or cache["collect_id"] != pair_id or cache["code"] != code_hash():
-            return {}
-        return {name: CachedRun(**run) for name, run in cache["runs"].items()}
+            return {}, []
+        return {name: CachedRun(**run) for name, run in cache["runs"].items()}, [frozenset(keys) for keys in cache["keysets"]]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}
+        return {}, []
 
 
-def cache_text(pair_id: str, runs: dict[str, CachedRun]) -> str:
-    return json.dumps({"format": CACHE_FORMAT, "collect_id": pair_id, "code": code_hash(),
-                       "runs": {name: vars(run) for name, run in runs.items()}})  # (asdict deep-copies every row: 0.6 s for 1,000)
+def cache_text(pair_id: str, runs: dict[str, CachedRun], keysets: list[frozenset[str]]) -> str:
+    return json.dumps({"format": CACHE_FORMAT, "collect_id": pair_id, "code": code_hash(), "keysets": [sorted(keys) for keys in keysets],
+                       "runs": {name: vars(run) for name, run in runs.items()}})
 
 
 def wanted_files(listing: Listing, changed: dict[str, set[str] | None]) -> set[str]:
