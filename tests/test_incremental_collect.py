@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -73,12 +74,14 @@ def test_a_trial_that_reports_again_is_read_again_and_the_others_are_not(experim
     assert file_collect_id(str(sweep / TRIALS_FILE)) != written
     assert_as_from_scratch(sweep)
 
-    # A trial reports again (as in a live sweep): its row and curve are read again.
+    # A trial reports again (as in a live sweep, where Tune saves its state too): its row and curve
+    # are read again.
     trial = one_trial_folder(sweep)
     rows = (trial / "result.json").read_text().splitlines()
     again = {**json.loads(rows[-1]), "val/loss": 123.0}
     with open(trial / "result.json", "a") as stream:
         stream.write(json.dumps(again) + "\n")
+    touch_state(trial.parent)
     collect(sweep)
     trials, curves = pair(sweep)
     assert 123.0 in curves.column("value").to_pylist()
@@ -98,6 +101,42 @@ def test_a_trial_that_reports_again_is_read_again_and_the_others_are_not(experim
     assert pair(sweep)[1].equals(curves)
     collect(sweep, incremental=False)
     assert not pair(sweep)[1].equals(curves), "a collect from scratch reads every trial"
+
+
+def touch_state(run: Path) -> None:
+    """The run's experiment state saved again (a newer modification time)."""
+    for state in run.glob("experiment_state-*.json"):
+        stat = state.stat()
+        os.utime(state, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_a_settled_run_is_not_listed_again_until_its_state_changes(experiment, tmp_path):
+    """A run whose trials all ended, each row holding the last result Tune's state records, is
+    settled: the next collects check its state and manifest only. A run whose state is ahead of a
+    trial's result.json (a bucket sync caught half way) is not, and is read again when the file
+    catches up."""
+    sweep = tmp_path / "inc"
+    shutil.copytree(experiment, sweep)
+    trial = one_trial_folder(sweep)
+    result_file = trial / "result.json"
+    whole = result_file.read_text()
+    result_file.write_text("\n".join(whole.splitlines()[:-1]) + "\n")  # the state records one more result
+    collect(sweep, incremental=False)
+    result_file.write_text(whole)  # the upload completes; the state does not change
+    collect(sweep)
+    assert_as_from_scratch(sweep)
+
+    # Now settled: a trial file edited by hand (another size) is not seen until the state changes.
+    settled = pair(sweep)
+    edited = {**json.loads(whole.splitlines()[-1]), "val/loss": 456.0}
+    with open(result_file, "a") as stream:
+        stream.write(json.dumps(edited) + "\n")
+    collect(sweep)
+    assert pair(sweep)[1].equals(settled[1])
+    touch_state(trial.parent)
+    collect(sweep)
+    assert 456.0 in pair(sweep)[1].column("value").to_pylist()
+    assert_as_from_scratch(sweep)
 
 
 def test_a_rerun_with_more_seeds_adds_a_run_and_the_first_is_taken_from_the_cache(experiment, tmp_path):
@@ -132,6 +171,7 @@ def test_a_run_folder_is_collected_incrementally_too(experiment, tmp_path):
     trial = one_trial_folder(tmp_path)
     with open(trial / "result.json", "a") as stream:
         stream.write((trial / "result.json").read_text().splitlines()[-1] + "\n")
+    touch_state(run)
     collect(run)
     trials, _ = assert_as_from_scratch(run)
     assert set(trials.column("run").to_pylist()) == {run.name}
@@ -169,6 +209,9 @@ def test_on_a_bucket_only_what_changed_is_downloaded(experiment, tmp_path, monke
         rows = server.read(key).decode().splitlines()
         again = {**json.loads(rows[-1]), "val/loss": 321.0}
         server.client().put_object(Bucket=server.bucket, Key=key, Body=("\n".join(rows + [json.dumps(again)]) + "\n").encode())
+        time.sleep(1.1)  # S3's modification times are whole seconds
+        state = next(k for k in server.keys("inc/") if k.rsplit("/", 1)[-1].startswith("experiment_state-") and k.split("/")[-2] == key.split("/")[-3])
+        server.client().put_object(Bucket=server.bucket, Key=state, Body=server.read(state))  # Tune saved its state again
 
         downloaded = []
         real_copy = pafs.copy_files

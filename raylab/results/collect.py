@@ -55,6 +55,7 @@ RESULT_FILE = "result.json"
 # search, not a failure. `finished`: the loop ended it at its budget or by `lr_stop_below`.
 STATUS_RANK = {"finished": 3, "diverged": 3, "stopped": 3, "errored": 2, "unfinished": 1, "pending": 0}
 DONE_STATUSES = ("finished", "diverged", "stopped")
+ENDED_TUNE_STATUSES = ("TERMINATED", "ERROR")
 TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
 
 
@@ -269,12 +270,16 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 def trial_row(run: str, trial_id: str, status: str, config: dict, trial_dir: Path | None, error: str | None) -> tuple[dict, dict]:
     """One trials.parquet row and the trial's curve points."""
+    return row_of_results(run, trial_id, status, config, read_results(trial_dir), error)
+
+
+def row_of_results(run: str, trial_id: str, status: str, config: dict, results: list[dict], error: str | None) -> tuple[dict, dict]:
+    """`trial_row` of the reports `read_results` gave."""
     trial, runtime = config["trial"], config.get("runtime", {})
     if config.get("sample"):  # a searched trial: the base trial with its sampled values (raylab.planning.space)
         from raylab.planning.space import resolved_trial  # torch: only for searched trials
 
         trial = resolved_trial(config)
-    results = read_results(trial_dir)
     points = curve_points(trial_id, results)
     if status == "finished":  # Tune terminated it: why, the loop recorded (raylab.training.ending)
         status = terminated_status(results, bool(config.get("sample")), trial["training"])
@@ -332,6 +337,15 @@ class StateTrial:
     status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     config: dict
     dirname: str | None  # the trial's folder in the run folder
+    metadata: Any = None  # Tune's run metadata of the trial (JSON text), read only by `last_iteration`
+
+    def last_iteration(self) -> int | None:
+        """`training_iteration` of the last result Tune recorded for the trial, or None."""
+        try:
+            metadata = json.loads(self.metadata) if isinstance(self.metadata, str) else self.metadata
+            return (metadata.get("last_result") or {}).get("training_iteration")
+        except (ValueError, AttributeError):
+            return None
 
 
 def state_trials(run_dir: str | Path) -> list[StateTrial]:
@@ -351,9 +365,9 @@ def state_trials(run_dir: str | Path) -> list[StateTrial]:
         state = json.loads(stream.read())
     trials = []
     try:
-        for json_state, _ in state["trial_data"]:
+        for json_state, metadata in state["trial_data"]:
             trial = json.loads(json_state) if isinstance(json_state, str) else json_state
-            trials.append(StateTrial(str(trial["trial_id"]), str(trial["status"]), trial["config"], trial.get("relative_logdir")))
+            trials.append(StateTrial(str(trial["trial_id"]), str(trial["status"]), trial["config"], trial.get("relative_logdir"), metadata))
     except (KeyError, TypeError) as error:
         raise ValueError(f"{run_dir}/{states[-1]}: not a Tune experiment state ({type(error).__name__}: {error})") from None
     return trials
@@ -367,6 +381,9 @@ class Collected:
     points: dict | None  # None: taken from the previous collect, with its points in that collect's curves.parquet
     tune_status: str | None  # None: a trial of the manifest that Tune never made
     dirname: str | None
+    # Ended for good: Tune's state says the trial ended, and its row holds the last result the state
+    # records (and its error line, if it errored): nothing will change its files (incremental.py).
+    settled: bool = False
 
 
 Reuse = Callable[[StateTrial], "dict | None"]  # the previous collect's row of an unchanged trial, or None
@@ -385,10 +402,11 @@ def collect_run(run_dir: Path, run_name: str | None = None, reuse: Reuse | None 
         trials = []  # killed before Tune saved any experiment state: the manifest lists the trials as pending
         if any(run_dir.glob("experiment_state-*.json")):  # a state that exists but cannot be read is not "pending"
             raise ResultsError(f"{run_dir}: Tune's experiment state is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})") from None
+    ended = bool(trials) and all(trial.status in ENDED_TUNE_STATUSES for trial in trials)  # the run may be settled
     for trial in trials:
         previous = reuse(trial) if reuse is not None else None
         if previous is not None:
-            collected.append(Collected(previous, None, trial.status, trial.dirname))
+            collected.append(Collected(previous, None, trial.status, trial.dirname, settled=ended and previous[cache.PREVIOUS_KEY]["settled"]))
             seen_hashes.add(previous["config_hash"])
             continue
         # The trial's folder in storage, found by name inside this run folder, which may be a local
@@ -398,8 +416,11 @@ def collect_run(run_dir: Path, run_name: str | None = None, reuse: Reuse | None 
         status = TUNE_STATUS.get(trial.status, "unfinished")
         error = last_line(trial_dir / "error.txt") if status == "errored" and trial_dir else None
         with skipped_if_unreadable(f"{run_name}/{trial_dir.name if trial_dir else trial.trial_id}", said):
-            row, points = trial_row(run_name, trial.trial_id, status, trial.config, trial_dir, error)
-            collected.append(Collected(row, points, trial.status, trial.dirname))
+            results = read_results(trial_dir)
+            row, points = row_of_results(run_name, trial.trial_id, status, trial.config, results, error)
+            settled = ended and (status != "errored" or error is not None) and trial.last_iteration() == max(
+                (r["training_iteration"] for r in results if isinstance(r.get("training_iteration"), int)), default=None)
+            collected.append(Collected(row, points, trial.status, trial.dirname, settled=settled))
             seen_hashes.add(trial.config["trial"]["config_hash"])
     with skipped_if_unreadable(f"{run_name}/{MANIFEST}", said):
         manifest = json.loads((run_dir / MANIFEST).read_text())
@@ -492,13 +513,13 @@ def previous_pair_id(location: str | Path) -> str | None:
 
 
 STUB_KEY = "_not_loaded"  # a trial of the cache with no row (another run's row won): its status and hash only
-PREVIOUS_KEY = "_previous"  # a trial whose row is the previous collect's, in the previous trials.parquet: its cache entry
+PREVIOUS_KEY = cache.PREVIOUS_KEY
 
 
 def cached_candidate(entry: dict, run_name: str) -> Collected:
     row = {"trial_id": entry["trial_id"], "run": run_name, "config_hash": entry["config_hash"], "status": entry["status"]}
     row[PREVIOUS_KEY if entry["kept"] else STUB_KEY] = entry
-    return Collected(row, None, entry["tune_status"], entry["dirname"])
+    return Collected(row, None, entry["tune_status"], entry["dirname"], settled=entry["settled"])
 
 
 def reuse_from(previous: cache.CachedRun | None, sources: dict[str, list], run_name: str) -> Reuse | None:
@@ -526,12 +547,14 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
     from it (raylab/results/incremental.py); the files written are those of a collect from scratch."""
     if not storage.is_dir(location):
         raise ResultsError(f"{location}: no such experiment directory")
-    listing = cache.list_experiment(location)
+    previous, keysets = cache.read_cache(location, previous_pair_id(location)) if incremental else ({}, [])
+    listing, left_settled = cache.list_experiment(location, {run: cached.fingerprint for run, cached in previous.items() if cached.settled})
     runs = cache.run_names(listing)
     if runs is None:
         raise not_an_experiment(location)
-    previous, keysets = cache.read_cache(location, previous_pair_id(location)) if incremental else ({}, [])
     sources = cache.trial_sources(listing, runs)
+    for run in left_settled:  # its trial folders were not listed: their files are as the cache has them
+        sources[run] = previous[run].sources
     fingerprints = {run: cache.run_fingerprint(listing, run) for run in runs}
     unchanged = {run for run in runs if run in previous and previous[run].fingerprint == fingerprints[run] and previous[run].sources == sources[run]}
     wanted = None
@@ -593,8 +616,11 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
                 storage.upload(local / name, storage.join(location, name))
         kept_at = {id(item): index for index, item in enumerate(kept)}
         keysets_now: dict[frozenset[str], int] = {}
-        runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run]) for run in runs}
+        runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run], settled=True) for run in runs}
+        for run in runs:  # a run with a trial or a manifest that could not be read is not settled
+            runs_now[run].settled = not said[run] and any(candidate_run == run for candidate_run, _ in candidates)
         for run, item in candidates:
+            runs_now[run].settled = runs_now[run].settled and item.settled
             index = kept_at.get(id(item))
             if index is None:
                 runs_now[run].entries.append(cache_entry(item, None, None))
@@ -611,7 +637,8 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
 def cache_entry(item: Collected, keys: int | None, mixed: dict | None) -> dict:
     """`keys` and `mixed` of a kept row (raylab/results/incremental.py); None for a row another run's won over."""
     return {"trial_id": item.row.get("trial_id"), "config_hash": item.row["config_hash"], "status": item.row["status"],
-            "tune_status": item.tune_status, "dirname": item.dirname, "kept": keys is not None, "keys": keys, "mixed": mixed}
+            "tune_status": item.tune_status, "dirname": item.dirname, "kept": keys is not None, "keys": keys, "mixed": mixed,
+            "settled": item.settled}
 
 
 def write_text_atomic(path: Path, text: str) -> None:

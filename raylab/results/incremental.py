@@ -39,6 +39,7 @@ from raylab.planning import storage
 from raylab.training.reports import REPORTS_FILE
 
 CACHE_FILE = ".collect-cache.json"
+PREVIOUS_KEY = "_previous"  # in a row of collect's: the row is the previous collect's (its cache entry)
 CACHE_FORMAT = 2
 MANIFEST = "raylab.json"
 RESULT_FILE = "result.json"
@@ -59,12 +60,37 @@ def code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def list_experiment(location: str | Path) -> Listing:
-    """Every file and folder under an experiment folder (local or URI), in one listing."""
+def list_experiment(location: str | Path, settled: dict[str, list] | None = None) -> tuple[Listing, set[str]]:
+    """Every file and folder under an experiment folder (local or URI), and the runs left settled.
+
+    A run that `settled` names (run -> its fingerprint when the last collect found it settled) and
+    whose state and manifest are unchanged is listed without its trial folders' contents: nothing
+    changes in them any more. Every other run is listed whole."""
+    settled = settled or {}
     fs, root = storage.filesystem(location)
     root = root.rstrip("/")
-    start = len(root) + 1  # the listing's paths are `root/...` (pathlib per entry took half the time)
-    return {info.path[start:]: info for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))}
+
+    def entries(folder: str, prefix: str, recursive: bool) -> Listing:
+        start = len(folder) + 1  # the listing's paths are `folder/...` (pathlib per entry took half the time)
+        return {prefix + info.path[start:]: info for info in fs.get_file_info(pafs.FileSelector(folder, recursive=recursive, allow_not_found=True))}
+
+    top = entries(root, "", False)
+    if MANIFEST in top:  # the folder is a run
+        folders = {"": top}
+        listing: Listing = {}
+    else:
+        folders = {path: entries(f"{root}/{path}", f"{path}/", False) for path, info in top.items() if info.type == pafs.FileType.Directory}
+        listing = dict(top)
+    left_settled = set()
+    for run, shallow in folders.items():
+        if run in settled and (run == "" or f"{run}/{MANIFEST}" in shallow) and run_fingerprint(shallow, run) == settled[run]:
+            listing.update(shallow)
+            left_settled.add(run)
+        elif run == "" or f"{run}/{MANIFEST}" in shallow:
+            listing.update(entries(f"{root}/{run}" if run else root, f"{run}/" if run else "", True))
+        else:
+            listing.update(shallow)  # not a run: its folders are not looked into
+    return listing, left_settled
 
 
 def run_names(listing: Listing) -> list[str] | None:
@@ -118,8 +144,10 @@ def trial_sources(listing: Listing, runs: list[str]) -> dict[str, dict[str, list
 class CachedRun:
     fingerprint: list
     sources: dict[str, list]
-    entries: list[dict]  # {"trial_id", "config_hash", "status", "tune_status", "dirname", "kept", "keys", "mixed"}
+    entries: list[dict]  # {"trial_id", "config_hash", "status", "tune_status", "dirname", "kept", "keys", "mixed", "settled"}
     warnings: list[str]  # what collect said of the run (unreadable trials), said again when the run is reused
+    # Every trial settled (collect.Collected.settled): the next collect checks only the fingerprint.
+    settled: bool = False
 
 
 def read_cache(location: str | Path, pair_id: str | None) -> tuple[dict[str, CachedRun], list[frozenset[str]]]:

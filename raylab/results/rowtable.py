@@ -88,8 +88,12 @@ class Assembled:
 def assembled_table(rows: list[dict | PreviousRow], previous: pa.Table | None) -> Assembled:
     """The table `arrow_table` makes of `rows` (dicts, or rows of `previous`), in their order."""
     names: dict[str, None] = {}
+    keysets = {id(row.keys): row.keys for row in rows if isinstance(row, PreviousRow)}  # a few, shared by many rows
+    for keys in keysets.values():
+        names.update(dict.fromkeys(keys))
     for row in rows:
-        names.update(dict.fromkeys(row.keys if isinstance(row, PreviousRow) else row))
+        if not isinstance(row, PreviousRow):
+            names.update(dict.fromkeys(row))
     old_slots = [i for i, row in enumerate(rows) if isinstance(row, PreviousRow)]
     new_slots = [i for i, row in enumerate(rows) if not isinstance(row, PreviousRow)]
     taken = previous.take(pa.array([rows[i].position for i in old_slots], pa.int64())) if old_slots else None
