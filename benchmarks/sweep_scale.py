@@ -139,6 +139,7 @@ collect(sys.argv[1], incremental=sys.argv[2] == "incremental")
 print(json.dumps({"collect_s": time.perf_counter() - start}))
 """
 NEW_TRIALS = 10
+COLLECT_REPEATS = 5
 
 
 def write_sweep(directory: Path, n_trials: int, storage: Path, steps: int = 2, base: dict = TRIVIAL_SWEEP) -> Path:
@@ -169,18 +170,31 @@ def measure_collects(repo: Path, sweep: Path, experiment: Path, n: int, num_cpus
     more = write_sweep(sweep.parent, n + NEW_TRIALS, experiment.parent, steps)
     subprocess.run([sys.executable, "-m", "raylab.cli", "run", str(more), "--num-cpus", str(num_cpus)], env=environment(repo),
                    cwd=sweep.parent, capture_output=True, check=True)
-    for path, content in saved.items():  # back to the collect before the new run
+
+    def from_the_collect_before(mode: str, files: dict[Path, bytes]) -> float:
+        """The median of COLLECT_REPEATS collects, each from the pair and cache in `files` (a
+        collect of 0.1 s varies by half from one process to the next on this machine)."""
+        times = []
+        for _ in range(COLLECT_REPEATS):
+            for path, content in files.items():
+                path.write_bytes(content)
+            times.append(timed_collect(repo, experiment, mode))
+        return statistics.median(times)
+
+    new_run = from_the_collect_before("incremental", saved)
+    full_after_new_run = from_the_collect_before("from-scratch", saved)
+    for path, content in saved.items():  # the collect of the N + NEW_TRIALS trials, for the live case
         path.write_bytes(content)
-    new_run = timed_collect(repo, experiment, "incremental")
-    full_after_new_run = timed_collect(repo, experiment, "from-scratch")
+    timed_collect(repo, experiment, "incremental")
+    before_live = {path: path.read_bytes() for path in collected_files(experiment)}
     first_run = sorted(experiment.glob("run-*"))[0]
     for result in sorted(first_run.glob("*/result.json"))[:NEW_TRIALS]:  # a report again, as a live trial's
         lines = result.read_text().splitlines()
         result.write_text("\n".join([*lines, lines[-1]]) + "\n")
     for state in first_run.glob("experiment_state-*.json"):
         os.utime(state)
-    live = timed_collect(repo, experiment, "incremental")
-    full_after_live = timed_collect(repo, experiment, "from-scratch")
+    live = from_the_collect_before("incremental", before_live)
+    full_after_live = from_the_collect_before("from-scratch", before_live)
     return {"collect_reports_per_trial": steps, "collect_full_s": full, "collect_after_new_run_s": new_run, "collect_full_after_new_run_s": full_after_new_run,
             "collect_after_live_reports_s": live, "collect_full_after_live_reports_s": full_after_live}
 
@@ -326,7 +340,7 @@ def markdown(summary: dict) -> str:
 def collect_lines(summary: dict) -> list[str]:
     lines = [
         "",
-        f"Collect, in-process seconds (a fresh process each; the command adds about a second of imports), on N trials of "
+        f"Collect, in-process seconds (a fresh process each, the median of {COLLECT_REPEATS}; the command adds about a second of imports), on N trials of "
         f"{summary['collect_reports_per_trial']} reports each. Incremental: from the collect of the N trials, "
         f"after {NEW_TRIALS} more seeds ran in a new run, and after {NEW_TRIALS} trials of the first run reported again (its state changed too).",
         "",

@@ -12,7 +12,12 @@ collect id. For each run it holds:
   and the values of its mixed-type columns (raylab/results/rowtable.py). The row itself is in
   trials.parquet and its curve points in curves.parquet, where the next collect takes them from.
 
-The next collect lists the experiment's files once (one listing, also on a bucket) and
+A run is `settled` when every trial in its state ended (TERMINATED or ERROR) and each trial's row
+holds the last result the state records for it (and its error line, if it errored): nothing
+appends to an ended trial's files, so its trial folders need not be listed again.
+
+The next collect lists the experiment's files once (also on a bucket), a settled run without its
+trial folders' contents while its state and manifest are unchanged, and
 - takes a run whose fingerprint and sources are all unchanged from the cache, without reading its
   state or any of its files;
 - reads the state of any other run, and builds again only the rows of its trials whose Tune status
@@ -23,7 +28,8 @@ The result is the same pair a collect from scratch writes (tests/test_incrementa
 cache is used only when it is the pair's (same collect id in all three files) and was written by the
 same row-making code (`CODE_FILES`, hashed): anything else, a missing or unreadable cache included,
 means a collect from scratch. A file rewritten with the same size within the filesystem's time
-resolution (a second on S3) would go unnoticed; raylab never rewrites a result file that way.
+resolution (a second on S3) would go unnoticed, and so would any file of a settled run edited by
+hand; raylab never rewrites a result file that way, and `raylab collect --from-scratch` reads all.
 """
 
 from __future__ import annotations
