@@ -616,9 +616,9 @@ def collect(location: str | Path, incremental: bool = True) -> tuple[str, str]:
                 storage.upload(local / name, storage.join(location, name))
         kept_at = {id(item): index for index, item in enumerate(kept)}
         keysets_now: dict[frozenset[str], int] = {}
-        runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run], settled=True) for run in runs}
-        for run in runs:  # a run with a trial or a manifest that could not be read is not settled
-            runs_now[run].settled = not said[run] and any(candidate_run == run for candidate_run, _ in candidates)
+        # Settled: every trial of the run settled, none of them (nor its manifest) unreadable.
+        with_trials = {run for run, _ in candidates}
+        runs_now = {run: cache.CachedRun(fingerprints[run], sources[run], [], said[run], settled=run in with_trials and not said[run]) for run in runs}
         for run, item in candidates:
             runs_now[run].settled = runs_now[run].settled and item.settled
             index = kept_at.get(id(item))
