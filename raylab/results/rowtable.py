@@ -119,11 +119,13 @@ def assembled_table(rows: list[dict | PreviousRow], previous: pa.Table | None) -
                 values[i] = new_values[j]
             return values
 
+        values = None
         array, is_mixed = fast_column(old, new_values, into_order_array, name in mixed_before)
         if array is None:
-            array, is_mixed = column_array(values_as_made())
-        if is_mixed:
             values = values_as_made()
+            array, is_mixed = column_array(values)
+        if is_mixed:
+            values = values if values is not None else values_as_made()
             for i, row in enumerate(rows):
                 if name in (row.keys if isinstance(row, PreviousRow) else row):
                     mixed[i][name] = values[i]
