@@ -11,7 +11,7 @@ import sys
 from raylab.cli.cluster import cmd_logs, cmd_status, cmd_submit
 from raylab.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UsageError, non_negative_int
 from raylab.cli.listing import cmd_ls
-from raylab.cli.results import cmd_best, cmd_collect, cmd_plot, cmd_table
+from raylab.cli.results import cmd_best, cmd_collect, cmd_plot, cmd_report, cmd_table
 from raylab.cli.run import cmd_resume, cmd_run, cmd_validate
 from raylab.execution.quiet import quiet_ray_logs
 from raylab.spec.typecheck import ConfigError
@@ -88,6 +88,19 @@ def parser() -> argparse.ArgumentParser:
                       help="mean with a ±1 standard-error band, or median with the interquartile band (robust to a diverging seed) (default: mean)")
     plot.add_argument("--no-baseline", action="store_true", help="leave out the task's trivial baseline (dashed) (default: drawn)")
     plot.set_defaults(handler=cmd_plot)
+
+    report = commands.add_parser("report", help="one self-contained HTML file: the table, learning curves, what differs, search and --vs figures, provenance")
+    report.add_argument("experiment", nargs="+", help="sweep or run folders; several share the table and each figure")
+    report.add_argument("--out", help="the .html file (default: <experiment>/report.html, or report.html here for several)")
+    report.add_argument("--metric", action="append", help="metrics of the table and the curves, e.g. val/loss,val/acc (default: all val/ and test/)")
+    report.add_argument("--by", action="append", help="one row and one curve per group (default: as the table: task, task options that vary, variant, hidden_size)")
+    report.add_argument("--x", choices=("step", "epoch"), default="step", help="curves' x axis: training steps or epochs (data-set tasks) (default: step)")
+    report.add_argument("--logy", action=argparse.BooleanOptionalAction, default=None,
+                        help="log-scale y axis of the curves, or --no-logy for linear (default: per metric, log when its curves span more than 1.5 decades)")
+    report.add_argument("--stat", choices=("final", "best"), default="final", help="last value or best value of each trial (default: final)")
+    report.add_argument("--compare", metavar="FILE", help="a published table beside ours, as `raylab table --compare` (default: none)")
+    report.add_argument("--vs", metavar="LABEL", help="each row's difference to variant LABEL with its 95%% CI (Welch), as `raylab table --vs` (default: none)")
+    report.set_defaults(handler=cmd_report)
 
     ls = commands.add_parser("ls", help="list registered cells or tasks with their options")
     ls.add_argument("kind", choices=("cells", "tasks"), help="cells: recurrent cells and their options; tasks: tasks, their options, metrics and the optimizer's options")

@@ -133,3 +133,40 @@ def cmd_plot(args: argparse.Namespace) -> int:
     written = plot_curves(args.experiment, metrics, out, split_list(args.by), args.x, args.logy, args.average, not args.no_baseline)
     print(f"wrote {written}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        raise UsageError("report: needs plotly: pip install -e '.[report]'")
+    from raylab.planning import storage
+    from raylab.results.report import ReportOptions, check_out, write_report
+
+    several = len(args.experiment) > 1
+    out = args.out or ("report.html" if several or storage.is_uri(args.experiment[0]) else str(Path(args.experiment[0]) / "report.html"))
+    check_out(out)
+    if not Path(out).resolve().parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    options = ReportOptions(split_list(args.metric) or [], split_list(args.by) or [], args.x, args.logy, args.stat, args.compare, args.vs)
+    written = write_report(args.experiment, out, options, report_command(args.experiment, out, options))
+    size = written.stat().st_size
+    print(f"wrote {written} ({size / 1e6:.1f} MB, self-contained: opens offline)")
+    return 0
+
+
+def report_command(experiments: list[str], out: str, options) -> str:
+    """The `raylab report` command that makes this report again, shown in it."""
+    import shlex
+
+    parts = ["raylab", "report", *experiments, "--out", out]
+    for flag, value in (("--metric", ",".join(options.metrics)), ("--by", ",".join(options.by)), ("--compare", options.compare), ("--vs", options.vs)):
+        if value:
+            parts += [flag, value]
+    if options.x != "step":
+        parts += ["--x", options.x]
+    if options.stat != "final":
+        parts += ["--stat", options.stat]
+    if options.logy is not None:
+        parts.append("--logy" if options.logy else "--no-logy")
+    return shlex.join(parts)

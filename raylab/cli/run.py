@@ -5,29 +5,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from raylab.cli.common import EXIT_INTERRUPTED, UsageError
-from raylab.cli.results import print_table
+from raylab.cli.results import print_table, report_command
 from raylab.spec.typecheck import ConfigError
 
 # Each command imports its layers when it runs: `raylab ls`, `status` or `--help` do not load torch,
 # pandas or Ray (docs/architecture.md).
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def load_checked(path: str, overrides: list[str], smoke: bool):
+    """`load_sweep`, and the checks that need the results layer (a `report:` section's published table)."""
     from raylab.planning.sweep import load_sweep
+    from raylab.results.report import check_report_section
 
+    sweep = load_sweep(path, overrides, smoke=smoke)
+    check_report_section(sweep)
+    return sweep
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
     # `raylab validate FILE key=value`, as `raylab run` takes them (`--set key=value` too).
     files = [item for item in args.files if not is_override(item)]
     overrides = [*args.overrides, *(item for item in args.files if is_override(item))]
     if not files:
         raise UsageError("validate: no sweep file given")
     for path in files:
-        sweep = load_sweep(path, overrides, smoke=args.smoke)
+        sweep = load_checked(path, overrides, smoke=args.smoke)
         search = sweep.spec.search
         print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
     return 0
@@ -44,9 +53,7 @@ def is_override(item: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from raylab.planning.sweep import load_sweep
-
-    sweep = load_sweep(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
+    sweep = load_checked(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
@@ -98,13 +105,13 @@ def run_plan(args: argparse.Namespace, sweep, sweep_dir: str, data_dir: str | No
         try:
             for run in plan.continued:
                 if not runner.resume_run(run, errored="skip"):
-                    return finish(sweep_dir, sweep.spec.plot)  # still unfinished: the rest waits for the next `raylab run`
+                    return finish(sweep_dir, sweep.spec.plot, sweep.spec.report)  # still unfinished: the rest waits for the next `raylab run`
             if plan.new:
                 runtime = {"data_dir": data_dir, "provenance": provenance()}
                 runner.run_sweep(sweep, plan.new, runtime)
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, sweep_dir)
-    return finish(sweep_dir, sweep.spec.plot)
+    return finish(sweep_dir, sweep.spec.plot, sweep.spec.report)
 
 
 @contextlib.contextmanager
@@ -163,9 +170,9 @@ def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
     return EXIT_INTERRUPTED
 
 
-def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
-    """Collect every run of the sweep into Parquet, print the table (exit 1 if a trial errored) and
-    draw the sweep file's `plot:` figures into the sweep directory."""
+def finish(sweep_dir: str, plots: list | tuple = (), report=None) -> int:
+    """Collect every run of the sweep into Parquet, print the table (exit 1 if a trial errored),
+    draw the sweep file's `plot:` figures and write its `report:` into the sweep directory."""
     from raylab.results.collect import ResultsError, collect
 
     collect(sweep_dir)
@@ -178,7 +185,37 @@ def finish(sweep_dir: str, plots: list | tuple = ()) -> int:
             print(f"figure: {draw_into(sweep_dir, spec)}")
         except ResultsError as error:  # e.g. every trial diverged: the results above stay valid
             print(f"raylab: plot {spec.out}: {error}", file=sys.stderr)
+    if report is not None:
+        from raylab.planning import storage
+        from raylab.results.report import options_of, write_into
+
+        command = report_command([sweep_dir], storage.join(sweep_dir, report.out), options_of(report))
+        try:
+            print(f"report: {write_into(sweep_dir, report, command)}")
+        except ResultsError as error:
+            print(f"raylab: report {report.out}: {error}", file=sys.stderr)
     return code
+
+
+def sections_of(sweep_dir: str) -> tuple[list, object]:
+    """The `plot:` and `report:` sections of the sweep's latest run, from its manifest: what a
+    `raylab resume` draws again, so that the figures and the report show the resumed trials too."""
+    from raylab.planning import storage
+    from raylab.results.collect import MANIFEST, run_locations
+    from raylab.spec.config import PlotSpec, ReportSpec
+    from raylab.spec.typecheck import from_mapping
+
+    try:
+        sweep = json.loads(storage.read_text(storage.join(run_locations(sweep_dir)[-1], MANIFEST)))["sweep"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return [], None
+    try:
+        plots = [from_mapping(PlotSpec, item, f"plot[{i}]") for i, item in enumerate(sweep.get("plot") or [])]
+        report = from_mapping(ReportSpec, sweep["report"], "report") if sweep.get("report") is not None else None
+    except ConfigError as error:  # e.g. the report's plotly no longer installed: the table still comes
+        print(f"raylab: {sweep_dir}: the sweep's {error}; not drawn", file=sys.stderr)
+        return [], None
+    return plots, report
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -211,7 +248,7 @@ def resume_runs(args: argparse.Namespace, location: str, sweep_dir: str, data_di
                 runner.resume_run(run, args.errored)
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, location)
-    return finish(sweep_dir)
+    return finish(sweep_dir, *sections_of(sweep_dir))
 
 
 def resolve_data_dir(option: str | None) -> str | None:

@@ -160,8 +160,10 @@ def submit_sweep(sweep_file: str, overrides: list[str], smoke: bool, address: st
     # torch (the sweep is validated here): only when submitting, so `raylab status` and `logs` stay light.
     from raylab.planning.sweep import load_sweep
     from raylab.results.provenance import GIT_COMMIT_VARIABLE, git_commit
+    from raylab.results.report import check_report_section
 
     sweep = load_sweep(sweep_file, overrides, smoke=smoke)  # ConfigError: nothing is submitted
+    check_report_section(sweep)
     check_storage(sweep)
     entrypoint = job_entrypoint(project_relative(sweep_file), overrides, smoke)
     address = check_address(address)

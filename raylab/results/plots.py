@@ -92,15 +92,20 @@ def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | No
     """Curve points of the finished trials (columns: label, metric, step or epoch, value) and, per
     group label, its task's baselines keyed without the split (`loss`)."""
     trials, curves = load_results(path)  # one collect's pair, collected again if stale
+    return curve_points(trials, curves, metrics, by, x, str(path))
+
+
+def curve_points(trials: pd.DataFrame, curves: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] | None, x: XAxis, where: str) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """`load_points` of a loaded pair (`where` names it in errors); the points keep their `trial_id`."""
     requested = len(by or default_group(trials))
     by = table_groups(trials, by)  # one curve per configuration: columns that differ are added
     available = sorted(curves["metric"].unique())
     for metric in metrics:
         if metric not in available:
-            raise ResultsError(f"--metric: no curve of {metric!r} in {path} (available: {', '.join(available) or 'none'})")
+            raise ResultsError(f"--metric: no curve of {metric!r} in {where} (available: {', '.join(available) or 'none'})")
     finished = trials[trials["status"] == "finished"]
     if finished.empty:
-        raise ResultsError(f"{path}: no finished trial to plot")
+        raise ResultsError(f"{where}: no finished trial to plot")
     for key, group in finished.groupby(by, sort=False, dropna=False):
         check_one_configuration(group, f"curve {group_label(by, key)}")
     tasks = {row["trial_id"]: build_task(row) for _, row in finished.iterrows()}
@@ -110,7 +115,7 @@ def load_points(path: str | Path, metrics: Sequence[str], by: Sequence[str] | No
         per_epoch = {trial_id: task.steps_per_epoch for trial_id, task in tasks.items()}
         if any(v is None for v in per_epoch.values()):
             name = next(tasks[t] for t, v in per_epoch.items() if v is None).__class__.__name__
-            raise ResultsError(f"--x epoch: {path}: {name} draws fresh data every step and has no epochs; use --x step")
+            raise ResultsError(f"--x epoch: {where}: {name} draws fresh data every step and has no epochs; use --x step")
         points = points.assign(epoch=points["step"] / points["trial_id"].map(per_epoch))
     baselines = {}
     for trial_id, label in zip(finished["trial_id"], labels):

@@ -185,6 +185,26 @@ class PlotSpec:
             raise ConfigError(f"{where}.metrics: must list at least one metric")
 
 
+@dataclass(frozen=True)
+class ReportSpec:
+    """The HTML report `raylab run` writes into the sweep directory after its table: `raylab report`'s options."""
+
+    out: str = "report.html"  # file name inside <storage>/<name>/
+    metrics: list[str] = field(default_factory=list)  # table and curves; empty: every val/ and test/ metric
+    x: Literal["step", "epoch"] = "step"
+    logy: bool | None = None  # null: per metric, log when its curves span more than 1.5 decades
+    stat: Literal["final", "best"] = "final"
+    compare: str | None = None  # a published table beside ours: a shipped name or a YAML file
+    vs: str | None = None  # a variant label: each row's difference to it, with its 95% interval
+
+    def check(self, where: str) -> None:
+        if Path(self.out).name != self.out or Path(self.out).suffix.lower() not in (".html", ".htm"):
+            raise ConfigError(f"{where}.out: a file name ending in .html, got {self.out!r}")
+        # `compare` names a published table: raylab.results.report.check_report_section reads it
+        if importlib.util.find_spec("plotly") is None:
+            raise ConfigError(f"{where}: the report needs plotly: pip install -e '.[report]'")
+
+
 def check_storage_location(location: str, where: str) -> None:
     """A storage URI is a scheme and a path, nothing after them. pyarrow would read options from a
     query (`s3://b/p?endpoint_override=...`), but raylab appends folder names to the location, which
@@ -215,6 +235,7 @@ class SweepSpec:
     grid: dict = field(default_factory=dict)  # extra grid axes: dotted key -> list of values (raylab.planning.space)
     search: SearchSpec | None = None  # sampled configurations instead of (or besides) the grid
     plot: list[PlotSpec] = field(default_factory=list)  # figures drawn at the end of `raylab run`
+    report: ReportSpec | None = None  # the HTML report written at the end of `raylab run` (and `resume`)
     # Tune logger callbacks besides result.json (which raylab reads): opt-in, since each costs the
     # driver time per report (docs/throughput.md) and nothing in raylab reads what they write.
     loggers: list[Literal["tensorboard"]] = field(default_factory=list)
@@ -247,6 +268,9 @@ class SweepSpec:
         for i, out in enumerate(outs):
             if out in outs[:i]:
                 raise ConfigError(f"plot[{i}].out: {out} is also plot[{outs.index(out)}]'s file; the second figure would replace the first")
+        labels = [self.variant_label(i) for i in range(len(self.variants))]
+        if self.report is not None and self.report.vs is not None and self.report.vs not in labels:
+            raise ConfigError(f"report.vs: no variant {self.report.vs!r} (variants: {', '.join(dict.fromkeys(labels))})")
         if self.search is not None and len(self.seeds) > 1:
             raise ConfigError(
                 f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
