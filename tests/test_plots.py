@@ -134,13 +134,16 @@ def test_a_sweep_files_plot_section_draws_its_figures_at_the_end_of_the_run(ray_
         "training": {"steps": 20, "eval_every": 10},
         "storage": f"file://{tmp_path}/results",  # a bucket's path: figures are drawn locally, then uploaded
         "plot": [{"out": "loss.svg", "logy": True}, {"out": "both.pdf", "metrics": ["val/loss", "val/acc"], "average": "median"}],
+        "report": {"out": "summary.html"},  # written here too, then uploaded (docs/report.md)
     }
     sweep_file = tmp_path / "drawn.yaml"
     sweep_file.write_text(yaml.safe_dump(sweep))
     assert main(["run", str(sweep_file)]) == 0
     sweep_dir = tmp_path / "results" / "drawn"
     assert (sweep_dir / "loss.svg").read_bytes()[:5] == b"<?xml" and (sweep_dir / "both.pdf").read_bytes()[:4] == b"%PDF"
-    assert f"figure: file://{sweep_dir / 'loss.svg'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"figure: file://{sweep_dir / 'loss.svg'}" in out and f"report: file://{sweep_dir / 'summary.html'}" in out
+    assert "Plotly.newPlot" in (sweep_dir / "summary.html").read_text()
 
 
 @pytest.mark.parametrize("plot, message", [

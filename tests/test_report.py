@@ -268,3 +268,16 @@ def test_several_experiments_share_the_table_and_each_figure(tmp_path, capsys, m
     assert means == ["copy-a copy expRNN 128", "copy-a copy LSTM 128", "copy-b copy LSTM 128"]
     assert main(["report", first, second, "--vs", "LSTM"]) == 2  # whose LSTM? one experiment only
     assert "--vs: compares the rows of one experiment" in capsys.readouterr().err
+
+
+def test_best_keeps_the_report_and_drops_a_vs_that_names_a_variant_the_promoted_file_lacks():
+    from raylab.results.promote import Choice, Scored, promoted_sweeps
+
+    def choice(task: dict, variant: str) -> Choice:
+        trial = {"cell": {"name": variant.lower()}, "optimizer": {"name": "rmsprop", "lr": 0.001}, "training": {"steps": 20}}
+        return Choice(task, variant, 8, Scored(trial, 0.1, 1, 1), None, 0)
+
+    base = {"name": "s", "report": {"vs": "LSTM", "stat": "best"}}
+    copy, adding = {"name": "copy", "delay": 5}, {"name": "adding", "length": 20}
+    sweeps = promoted_sweeps([choice(copy, "RNN"), choice(copy, "LSTM"), choice(adding, "RNN")], base, [1, 2])
+    assert [s["report"] for s in sweeps] == [{"vs": "LSTM", "stat": "best"}, {"stat": "best"}]

@@ -240,6 +240,10 @@ def promoted_sweeps(choices: list[Choice], base: dict, seeds: list[int]) -> list
         data["hidden_sizes"] = sorted({c.hidden_size for c in group})  # required; every variant sets its own
         data["training"] = group[0].best.trial["training"]
         data["seeds"] = seeds
+        report = data.get("report")
+        if report and report.get("vs") is not None and report["vs"] not in {c.variant for c in group}:
+            # `report.vs` names a variant this file does not run (another task's winners): no Δ column
+            data["report"] = {k: v for k, v in report.items() if k != "vs"}
         sweeps.append(data)
     return sweeps
 
