@@ -89,13 +89,17 @@ def test_a_report_is_one_offline_file_whose_table_is_raylab_tables(tmp_path, cap
 
 def test_hostile_labels_are_text_not_markup(tmp_path):
     label = "</script><script>alert(1)</script><b>x"
-    folder = write_experiment(tmp_path / "copy", {(label, 0): [0.1, 0.1, 0.1, 0.1], ("LSTM", 0): [0.2, 0.2, 0.2, 0.2]})
+    curves = {(label, 0): [0.1, 0.1, 0.1, 0.1], ("NaN Infinity", 0): [0.2, float("nan"), 0.2, 0.2]}  # a gap in a finished curve
+    folder = write_experiment(tmp_path / "copy", curves)
     out = tmp_path / "r.html"
     assert main(["report", folder, "--out", str(out), "--no-logy"]) == 0
     text = out.read_text()
     assert text.count("<script") == text.count("</script>") == 2 + len(figure_specs(text))  # plotly.js, the page's script, the specs
     assert "<b>x" not in text and "&lt;b&gt;x" in text
-    assert figure_specs(text)[0]["layout"]["yaxis"]["type"] == "linear"
+    (spec,) = figure_specs(text)
+    assert spec["layout"]["yaxis"]["type"] == "linear"
+    seeds = {t["meta"]["configuration"]: t["y"] for t in spec["data"] if t["meta"]["kind"] == "seed"}
+    assert seeds == {f"copy {label} 128": [0.1] * 4, "copy NaN Infinity 128": [0.2, None, 0.2, 0.2]}  # labels intact, NaN a gap
 
 
 @pytest.mark.parametrize("arguments, message", [

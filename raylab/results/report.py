@@ -307,18 +307,26 @@ def html_table(frame: pd.DataFrame, table_id: str, sort: dict[str, list[float]] 
 
 
 def figure_html(figure: Figure, number: int) -> str:
-    spec = json.dumps({"data": figure.data, "layout": figure.layout, "config": PLOTLY_CONFIG}, allow_nan=True, default=json_default)
-    spec = spec.replace("NaN", "null").replace("Infinity", "null").replace("<", "\\u003c")  # valid JSON, and no `</script>` inside the tag
+    spec = json.dumps(plain({"data": figure.data, "layout": figure.layout, "config": PLOTLY_CONFIG}), allow_nan=False)
+    spec = spec.replace("<", "\\u003c")  # the same JSON, and no `</script>` inside the tag
     note = f'<p class="note">{html.escape(figure.note)}</p>' if figure.note else ""
     return (f'<figure><figcaption>{html.escape(figure.title)}</figcaption>{note}<div class="plot" id="figure-{number}"></div>'
             f'<script type="application/json" class="figure-spec" data-target="figure-{number}">{spec}</script></figure>')
 
 
-def json_default(value: object) -> object:
+def plain(value: object) -> object:
+    """JSON-ready data: numpy scalars and arrays as Python ones, NaN and infinities as null (a gap in
+    a curve), anything else as its text."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
     return str(value)
 
 
