@@ -167,6 +167,7 @@ def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) 
     """
     from raylab.planning.preflight import check_data, check_storage
 
+    check_wandb_login(sweep)
     try:
         check_storage(sweep.spec.storage)
     except ConfigError as error:
@@ -177,6 +178,17 @@ def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) 
         if not attached:
             raise ConfigError(f"{sweep.path}: {error}") from None
         print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
+
+
+def check_wandb_login(sweep) -> None:
+    """`wandb: {mode: online}` needs an API key ($WANDB_API_KEY or `wandb login`), looked up without a
+    prompt or the network: without one, Ray's W&B logger would fail inside Tune, after Ray started."""
+    if "wandb" not in sweep.spec.loggers or sweep.spec.wandb_spec().mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    import wandb  # an optional dependency, installed (validation checked): only for an online W&B sweep
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError(f"{sweep.path}: wandb.mode: online needs an API key: set WANDB_API_KEY or run `wandb login` (or leave mode offline and `wandb sync` later)")
 
 
 def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
