@@ -4,6 +4,7 @@ Real files on disk and the real CLI entry point (`raylab.cli.main`); the Ray-bac
 run, Ctrl-C, collecting a damaged folder) are in test_interrupt.py.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -107,8 +108,16 @@ FILE_PROBLEMS = {
         "variants[0].cell: hidden size 60000 gives 14,403,180,009 parameters, more than 8,589,934,592",
     ),
     "hidden size above the limit": (sweep_text(hidden_sizes=[200000]), "variants[0].cell: hidden size 200000 is above raylab's limit of 65536"),
-    "unknown logger": (sweep_text(loggers=["tensorbord"]), "loggers[0]: 'tensorbord' is not one of tensorboard"),
+    "unknown logger": (sweep_text(loggers=["tensorbord"]), "loggers[0]: 'tensorbord' is not one of tensorboard|mlflow|wandb"),
     "logger twice": (sweep_text(loggers=["tensorboard", "tensorboard"]), "loggers[1]: tensorboard is listed twice"),
+    "tracker twice": (sweep_text(loggers=["mlflow", "wandb", "mlflow"]), "loggers[2]: mlflow is listed twice"),
+    "mlflow section without the logger": (sweep_text(mlflow={"experiment_name": "x"}), "mlflow: set, but loggers does not list mlflow (add it, or run with --logger mlflow)"),
+    "wandb section without the logger": (sweep_text(loggers=["mlflow"], wandb={"mode": "online"}), "wandb: set, but loggers does not list wandb"),
+    "mlflow section key": (sweep_text(loggers=["mlflow"], mlflow={"uri": "sqlite:///x.db"}), "mlflow: unknown key 'uri' (valid keys: tracking_uri, experiment_name)"),
+    "mlflow file store": (sweep_text(loggers=["mlflow"], mlflow={"tracking_uri": "./mlruns"}), "mlflow.tracking_uri: './mlruns' is a folder (MLflow's deprecated file store)"),
+    "mlflow empty experiment": (sweep_text(loggers=["mlflow"], mlflow={"experiment_name": " "}), "mlflow.experiment_name: must not be empty"),
+    "wandb mode": (sweep_text(loggers=["wandb"], wandb={"mode": "cloud"}), "wandb.mode: 'cloud' is not one of offline|online"),
+    "wandb project": (sweep_text(loggers=["wandb"], wandb={"project": "a/b"}), "wandb.project: 'a/b' is not a W&B project name"),
 }
 
 
@@ -317,3 +326,46 @@ def test_an_integer_beyond_64_bits_is_stored_as_text_not_a_crash():
     table = arrow_table([{"seed": 2**70, "x": 1}, {"seed": 3, "x": 2}])
     assert table.column("seed").to_pylist() == [str(2**70), "3"]
     assert table.column("x").to_pylist() == [1, 2]
+
+
+TRACKERS_IN_A_BUCKET = {
+    "mlflow": ("loggers[1]: mlflow's default store is a SQLite file in the sweep folder, which cannot live in s3://bucket/results; "
+               "set mlflow.tracking_uri (a server, or sqlite:///a/local/path.db) or MLFLOW_TRACKING_URI"),
+    "wandb": "loggers[1]: wandb offline writes its files into the sweep folder, which cannot be s3://bucket/results; set wandb.mode: online",
+}
+
+
+@pytest.mark.parametrize("logger", TRACKERS_IN_A_BUCKET, ids=list(TRACKERS_IN_A_BUCKET))
+def test_a_tracker_that_needs_a_local_sweep_folder_is_refused_in_a_bucket(tmp_path, capsys, monkeypatch, logger):
+    pytest.importorskip(logger)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    text = sweep_text(storage="s3://bucket/results", loggers=["tensorboard", logger])
+    assert_refused_before_anything(tmp_path, capsys, text, TRACKERS_IN_A_BUCKET[logger])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # a server: the bucket is no problem
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep_text(storage="s3://bucket/results", loggers=[logger], wandb={"mode": "online"} if logger == "wandb" else None))
+    assert main(["validate", str(path)]) == 0
+
+
+def test_a_logger_named_on_the_command_line_is_checked_like_the_files(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep_text(storage=str(tmp_path / "results")))
+    assert main(["run", str(path), "--logger", "mlfow"]) == 2
+    assert one_error_line(capsys) == "raylab: error: --logger: 'mlfow' is not one of tensorboard|mlflow|wandb"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name in ("mlflow", "wandb") else real_find_spec(name, *rest))
+    assert main(["run", str(path), "--logger", "wandb"]) == 2
+    assert one_error_line(capsys) == "raylab: error: --logger wandb: wandb needs wandb: pip install -e '.[wandb]'"
+    path.write_text(sweep_text(storage=str(tmp_path / "results"), loggers=["tensorboard", "mlflow"]))
+    assert main(["validate", str(path)]) == 2
+    assert one_error_line(capsys).endswith("sweep.yaml: loggers[1]: mlflow needs mlflow: pip install -e '.[mlflow]'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_wandb_online_without_an_api_key_is_one_line_before_ray_starts(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc from a `wandb login`
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config" / "wandb"))
+    text = sweep_text(storage=str(tmp_path / "results"), loggers=["wandb"], wandb={"mode": "online", "project": "p"})
+    assert_refused_before_anything(tmp_path, capsys, text, "wandb.mode: online needs an API key: set WANDB_API_KEY or run `wandb login`")

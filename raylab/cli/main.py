@@ -31,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--take-over", action="store_true",
                      help="drive the sweep folder even though another driver's lease on it looks alive; only when you know that driver is dead (default: off; docs/resume.md)")
     run.add_argument("--dry-run", action="store_true", help="list the resolved trials and what would be skipped or continued; start nothing, write nothing (default: off)")
+    run.add_argument("--logger", action="append", default=[], metavar="NAME",
+                     help="also log to tensorboard, mlflow or wandb (repeatable; joins the file's loggers:, one listed in both is kept once) (default: the file's; docs/trackers.md)")
     run.set_defaults(handler=cmd_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted sweep from its checkpoints")
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE [KEY=VALUE]", help="sweep files, then overrides as `raylab run` takes them, e.g. training.steps=50")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key, the same as a KEY=VALUE argument (default: none)")
     validate.add_argument("--smoke", action="store_true", help="validate the smoke version (default: off)")
+    validate.add_argument("--logger", action="append", default=[], metavar="NAME", help="a logger, as `raylab run --logger` takes it (default: the file's)")
     validate.set_defaults(handler=cmd_validate)
 
     collect = commands.add_parser("collect", help="write trials.parquet and curves.parquet")

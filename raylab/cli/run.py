@@ -19,12 +19,13 @@ from raylab.spec.typecheck import ConfigError
 # pandas or Ray (docs/architecture.md).
 
 
-def load_checked(path: str, overrides: list[str], smoke: bool):
-    """`load_sweep`, and the checks that need the results layer (a `report:` section's published table)."""
+def load_checked(path: str, overrides: list[str], smoke: bool, loggers: list[str]):
+    """`load_sweep` (`loggers`: `--logger` names added to the file's), and the checks that need the
+    results layer (a `report:` section's published table)."""
     from raylab.planning.sweep import load_sweep
     from raylab.results.report import check_report_section
 
-    sweep = load_sweep(path, overrides, smoke=smoke)
+    sweep = load_sweep(path, overrides, smoke=smoke, loggers=loggers)
     check_report_section(sweep)
     return sweep
 
@@ -35,8 +36,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(item for item in args.files if is_override(item))]
     if not files:
         raise UsageError("validate: no sweep file given")
+    loggers = checked_loggers(args.logger)
     for path in files:
-        sweep = load_checked(path, overrides, smoke=args.smoke)
+        sweep = load_checked(path, overrides, smoke=args.smoke, loggers=loggers)
         search = sweep.spec.search
         print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
     return 0
@@ -52,8 +54,20 @@ def is_override(item: str) -> bool:
         return True
 
 
+def checked_loggers(names: list[str]) -> list[str]:
+    """`--logger NAME` arguments: known names whose library is installed, else one line naming `--logger`."""
+    from raylab.spec.config import LOGGERS, check_logger_installed
+
+    for name in names:
+        if name not in LOGGERS:
+            raise UsageError(f"--logger: {name!r} is not one of {'|'.join(LOGGERS)}")
+        check_logger_installed(name, f"--logger {name}")
+    return names
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    sweep = load_checked(args.file, args.overrides, smoke=args.smoke)  # everything checked before Ray starts
+    loggers = checked_loggers(args.logger)
+    sweep = load_checked(args.file, args.overrides, smoke=args.smoke, loggers=loggers)  # everything checked before Ray starts
     data_dir = resolve_data_dir(args.data_dir)
     check_storage_and_data(sweep, data_dir, attached=bool(args.address))
 
@@ -66,13 +80,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"raylab: --smoke: results go to {sweep_dir}, apart from the sweep's own folder")
     if args.dry_run:
         from raylab.execution.lease import held_by_other
-        from raylab.execution.preview import dry_run_lines
+        from raylab.execution.preview import dry_run_lines, tracker_lines
 
-        plan = rerun.plan_rerun(sweep.trials, rerun.earlier_runs(sweep_dir))
+        runs = rerun.earlier_runs(sweep_dir)
+        plan = rerun.plan_rerun(sweep.trials, runs)
         print(f"raylab: dry run: {len(sweep.trials)} trials of {args.file} -> {sweep_dir} (nothing started, nothing written)")
-        print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir)]))
-        if plan.blocked:
-            print(f"raylab: `raylab run` would stop: {rerun.blocked_message(plan)}")
+        print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir), *tracker_lines(sweep.spec, sweep_dir)]))
+        for stop in (plan.blocked and rerun.blocked_message(plan), rerun.added_loggers_message(plan, runs, sweep.spec.loggers)):
+            if stop:
+                print(f"raylab: `raylab run` would stop: {stop}")
         held = held_by_other(sweep_dir)
         if held:
             print(f"raylab: `raylab run` would stop: {held}")
@@ -91,7 +107,13 @@ def run_plan(args: argparse.Namespace, sweep, sweep_dir: str, data_dir: str | No
     plan = rerun.plan_rerun(sweep.trials, runs)
     if plan.blocked:
         raise UsageError(rerun.blocked_message(plan))
-    for line in rerun.describe(plan, len(sweep.trials), sweep_dir):
+    added = rerun.added_loggers_message(plan, runs, sweep.spec.loggers)
+    if added:
+        raise UsageError(added)
+    check_loggers_of([run for run in runs if run.location in plan.continued])
+    from raylab.execution.preview import tracker_lines
+
+    for line in [*rerun.describe(plan, len(sweep.trials), sweep_dir), *(tracker_lines(sweep.spec, sweep_dir) if plan.new else [])]:
         print(line, flush=True)
     print_code_change(rerun.finished_code_versions(runs, plan.finished), plan.finished, provenance())
     if plan.continued or plan.new:
@@ -152,6 +174,7 @@ def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) 
     """
     from raylab.planning.preflight import check_data, check_storage
 
+    check_wandb_login(sweep)
     try:
         check_storage(sweep.spec.storage)
     except ConfigError as error:
@@ -162,6 +185,17 @@ def check_storage_and_data(sweep, data_dir: str | None, attached: bool = False) 
         if not attached:
             raise ConfigError(f"{sweep.path}: {error}") from None
         print(f"raylab: warning: {sweep.path}: {error} on this machine; the cluster's nodes must have it", file=sys.stderr, flush=True)
+
+
+def check_wandb_login(sweep) -> None:
+    """`wandb: {mode: online}` needs an API key ($WANDB_API_KEY or `wandb login`), looked up without a
+    prompt or the network: without one, Ray's W&B logger would fail inside Tune, after Ray started."""
+    if "wandb" not in sweep.spec.loggers or sweep.spec.wandb_spec().mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    import wandb  # an optional dependency, installed (validation checked): only for an online W&B sweep
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError(f"{sweep.path}: wandb.mode: online needs an API key: set WANDB_API_KEY or run `wandb login` (or leave mode offline and `wandb sync` later)")
 
 
 def report_interrupted(interrupted: Exception, sweep_dir: str) -> int:
@@ -234,11 +268,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def resume_runs(args: argparse.Namespace, location: str, sweep_dir: str, data_dir: str | None) -> int:
     """Restore every run of `location` that has trials to continue, then collect and table the sweep."""
-    from raylab.execution import runner
-    from raylab.results.collect import run_locations
+    from raylab.execution import rerun, runner
+    from raylab.planning import storage
+    from raylab.results.collect import MANIFEST, run_locations
 
     runs = run_locations(location)  # a sweep directory (every run in it) or one run
     pending = [run for run in runs if runner.needs_resume(run, args.errored)]
+    check_loggers_of([rerun.EarlierRun(run, True, {}, loggers=rerun.manifest_loggers(json.loads(storage.read_text(storage.join(run, MANIFEST)))))
+                      for run in pending])
     if not pending:
         print(f"raylab: nothing to resume in {location}: no unfinished trials" + (", no errored ones" if args.errored != "skip" else ""))
     else:
@@ -249,6 +286,17 @@ def resume_runs(args: argparse.Namespace, location: str, sweep_dir: str, data_di
         except runner.Interrupted as interrupted:
             return report_interrupted(interrupted, location)
     return finish(sweep_dir, *sections_of(sweep_dir))
+
+
+def check_loggers_of(runs: list) -> None:
+    """The libraries of the loggers that continued runs started with (Tune restores those loggers):
+    a missing one is one line before Ray starts, not a failed restore."""
+    from raylab.spec.config import LOGGER_EXTRAS, check_logger_installed
+
+    for run in runs:
+        for name in run.loggers:
+            if name in LOGGER_EXTRAS:
+                check_logger_installed(name, f"{run.location}: loggers")
 
 
 def resolve_data_dir(option: str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""`raylab run FILE --dry-run`: the resolved trials and what a run would do with each, as text.
+"""`raylab run FILE --dry-run`: the resolved trials, what a run would do with each, and where its
+trackers write, as text.
 
 Pure: it reads the resolved sweep and the plan of `rerun.plan_rerun`, starts nothing, writes nothing.
 """
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from raylab.execution.rerun import RerunPlan
+from raylab.planning import storage
 from raylab.results.collect import flatten
+from raylab.spec.config import SweepSpec
 
 CONFIG_PARTS = ("task", "cell", "optimizer", "training")
 
@@ -52,3 +55,30 @@ def dry_run_lines(trials: list[dict], plan: RerunPlan) -> list[str]:
     table = [header, *[[str(value) for value in row] for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in table]
+
+
+def local_folder(location: str) -> str | None:
+    """The local path of a sweep folder (a path or a file:// URI); None in a bucket."""
+    if location.startswith("file://"):
+        return location.removeprefix("file://")
+    return None if storage.is_uri(location) else location
+
+
+def mlflow_destination(spec: SweepSpec, sweep_dir: str) -> tuple[str, str]:
+    """(tracking URI, experiment name) of `loggers: [mlflow]`: the file's, else $MLFLOW_TRACKING_URI,
+    else a SQLite file in the sweep folder; the experiment is the sweep's name unless the file names one."""
+    uri = spec.mlflow_tracking_uri() or f"sqlite:///{local_folder(sweep_dir)}/mlflow.db"
+    return uri, (spec.mlflow and spec.mlflow.experiment_name) or spec.name
+
+
+def tracker_lines(spec: SweepSpec, sweep_dir: str) -> list[str]:
+    """Where the trackers of new trials write (continued ones keep what their run started with)."""
+    lines = []
+    if "mlflow" in spec.loggers:
+        uri, experiment = mlflow_destination(spec, sweep_dir)
+        lines.append(f"raylab: mlflow: experiment {experiment!r} at {uri} (browse: mlflow ui --backend-store-uri {uri})")
+    if "wandb" in spec.loggers:
+        wandb, folder = spec.wandb_spec(), local_folder(sweep_dir)
+        where = f", files in {folder}/wandb (upload: wandb sync {folder}/wandb/offline-run-*)" if wandb.mode == "offline" else ""
+        lines.append(f"raylab: wandb: {wandb.mode}, project {wandb.project!r}, group {spec.name!r}{where}")
+    return lines

@@ -19,6 +19,9 @@ ROUTINE_MESSAGES = (
     # Tune's Ctrl-C messages name `Tuner.restore(...)`; raylab's answer is `raylab run` again or `raylab resume`.
     ("ray.tune.tune", "Stop signal received"),
     ("ray.tune.tune", "has been interrupted, but the most recent state was saved"),
+    # `loggers: [mlflow]`: MLflow makes its SQLite tables on a sweep's first run; raylab prints where the store is.
+    ("mlflow.store.db.utils", "Creating initial MLflow database tables"),
+    ("mlflow.store.db.utils", "Updating database tables"),
 )
 
 

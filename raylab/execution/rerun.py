@@ -55,6 +55,7 @@ class EarlierRun:
     searches: dict[str, str] = field(default_factory=dict)  # search_base -> status of the whole search in this run
     search_code: dict[str, str] = field(default_factory=dict)  # search_base -> code_version(s) of its samples
     searched_slots: dict[str, dict | None] = field(default_factory=dict)  # slot_hash -> the search identity run on it (None: not recorded)
+    loggers: list[str] = field(default_factory=list)  # the loggers it started with, which Tune's restore keeps
 
 
 def sweep_directory(sweep: Sweep) -> str:
@@ -106,6 +107,7 @@ def earlier_runs(sweep_location: str) -> list[EarlierRun]:
                 run.searches[base] = search_status(rows_of_search)
                 run.search_code[base] = "; ".join(sorted({str(row["code_version"]) for row in rows_of_search}))
             run.searched_slots = searched_slots(manifest)
+            run.loggers = manifest_loggers(manifest)
             runs.append(run)
     return runs
 
@@ -120,6 +122,30 @@ def manifest_of(run_dir: Path) -> dict:
         return json.loads((run_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return {}  # unreadable: collect_run has said so; such a run holds no search we can name
+
+
+def manifest_loggers(manifest: dict) -> list[str]:
+    """The loggers a run started with (its sweep file's, with `--logger`'s), which its restore keeps."""
+    loggers = (manifest.get("sweep") or {}).get("loggers") or []
+    return [name for name in loggers if isinstance(name, str)] if isinstance(loggers, list) else []
+
+
+def added_loggers_message(plan: RerunPlan, runs: list[EarlierRun], loggers: list[str]) -> str | None:
+    """One line when a run this re-run would continue started without a logger the sweep asks for now.
+
+    Tune's restore brings back the callbacks a run started with (pickled in its tuner.pkl), so a
+    logger added since would be silently missing from the continued trials; None when nothing is."""
+    started = {run.location: run.loggers for run in runs}
+    for location in plan.continued:
+        added = [name for name in loggers if name not in started.get(location, [])]
+        if added:
+            name = Path(str(location).rstrip("/")).name
+            return (
+                f"loggers: {', '.join(added)} would be missing from the {len(plan.continued[location])} trial(s) continued in {name}, "
+                f"which started with loggers [{', '.join(started.get(location, []))}] (a continued run keeps its loggers); "
+                f"finish it without {', '.join(added)} first (or `raylab resume {location}`), then run with them: the new trials get them"
+            )
+    return None
 
 
 def searched_bases(manifest: dict) -> set[str]:

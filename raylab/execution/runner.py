@@ -30,6 +30,7 @@ from raylab.execution.quiet import quiet_ray_logs  # noqa: E402
 from raylab.results.collect import MANIFEST, state_trials  # noqa: E402
 from raylab.planning.sweep import Sweep  # noqa: E402
 from raylab.execution.rerun import sweep_directory  # noqa: E402
+from raylab.execution.preview import local_folder, mlflow_destination  # noqa: E402
 from raylab.execution.search import searched  # noqa: E402
 from raylab.execution.trainable import train  # noqa: E402
 from raylab.execution.trial_grid import TrialGridGenerator  # noqa: E402
@@ -126,19 +127,32 @@ def run_configs(sweep: Sweep, run_name: str) -> tuple[Any, Any]:
         # No num_to_keep: KeepNewestCheckpoints deletes old checkpoints without Tune's forced state syncs.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=0,  # ProgressPrinter (a live display on a terminal) replaces Tune's tables
-        callbacks=[live_progress(sweep), KeepNewestCheckpoints(sweep.spec.keep_checkpoints), MendCheckpointRecords(), *logger_callbacks(sweep.spec.loggers)],
+        callbacks=[live_progress(sweep), KeepNewestCheckpoints(sweep.spec.keep_checkpoints), MendCheckpointRecords(), *logger_callbacks(sweep)],
     )
     return tune_config, run_config
 
 
-def logger_callbacks(loggers: list[str]) -> list[Any]:
+def logger_callbacks(sweep: Sweep) -> list[Any]:
     """result.json always (raylab reads it); TensorBoard event files with `loggers: [tensorboard]`
-    (x axis: the training step, reported as `timesteps_total`; docs/tensorboard.md)."""
+    (x axis: the training step, reported as `timesteps_total`; docs/tensorboard.md); an MLflow and a
+    W&B run per trial with `loggers: [mlflow, wandb]` (docs/trackers.md)."""
+    spec = sweep.spec
     callbacks: list[Any] = [JsonLoggerCallback()]
-    if "tensorboard" in loggers:
+    if "tensorboard" in spec.loggers:
         from ray.tune.logger import TBXLoggerCallback
 
         callbacks.append(TBXLoggerCallback())
+    local = local_folder(sweep_directory(sweep))  # None in a bucket, where validation refused what needs a local folder
+    if "mlflow" in spec.loggers:
+        from raylab.execution.trackers import MlflowTracker  # imports mlflow, an optional dependency: only when asked for
+
+        uri, experiment = mlflow_destination(spec, sweep_directory(sweep))
+        callbacks.append(MlflowTracker(uri, experiment, spec.name, f"{local}/mlartifacts" if local else None))
+    if "wandb" in spec.loggers:
+        from raylab.execution.trackers import WandbTracker  # imports wandb, an optional dependency: only when asked for
+
+        wandb = spec.wandb_spec()
+        callbacks.append(WandbTracker(wandb.mode, wandb.project, wandb.entity, group=spec.name, directory=local))
     return callbacks
 
 

@@ -48,6 +48,9 @@ def smoke_data(data: dict) -> dict:
             variant["hidden_sizes"] = [SMOKE_HIDDEN]
     if "task" in data:
         data["task"] = smoke_task(data["task"])
+    mlflow = data.get("mlflow")
+    if isinstance(mlflow, dict) and isinstance(mlflow.get("experiment_name"), str):
+        mlflow["experiment_name"] += SMOKE_SUFFIX  # a named experiment too: smoke runs never join the real sweep's
     return data
 
 
@@ -61,16 +64,21 @@ def smoke_task(spec: Any) -> Any:
     return spec  # a bad spec fails validation later, with the usual message
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False, text: str | None = None) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] = (), smoke: bool = False, text: str | None = None, loggers: list[str] = ()) -> Sweep:
     """Read, override, validate and resolve a sweep file. Every error names the file and the key.
 
-    With `text`, the file's contents are that text (`raylab best` checks a file before writing it)."""
+    With `text`, the file's contents are that text (`raylab best` checks a file before writing it).
+    `loggers` (`raylab run --logger NAME`) join the file's `loggers:`; one listed in both is kept once."""
     path = Path(path)
     try:
         data = read_sweep_file(path, text)
         for text in overrides:
             keys, value = parse_override(text)
             apply_override(data, keys, value, text)
+        if loggers:
+            listed = data.get("loggers") or []
+            if isinstance(listed, list):  # anything else fails validation below with the usual message
+                data["loggers"] = [*listed, *(name for name in dict.fromkeys(loggers) if name not in listed)]
         check_plain_data(data)  # again: an override may bring a NaN
         if smoke:
             data = smoke_data(data)

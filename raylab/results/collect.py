@@ -55,6 +55,7 @@ RESULT_FILE = "result.json"
 # search, not a failure. `finished`: the loop ended it at its budget or by `lr_stop_below`.
 STATUS_RANK = {"finished": 3, "diverged": 3, "stopped": 3, "errored": 2, "unfinished": 1, "pending": 0}
 DONE_STATUSES = ("finished", "diverged", "stopped")
+TRACKER_FOLDERS = ("wandb", "mlartifacts")  # beside the runs: W&B's offline files, MLflow's artifacts (docs/trackers.md)
 ENDED_TUNE_STATUSES = ("TERMINATED", "ERROR")
 TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "unfinished", "PAUSED": "unfinished", "PENDING": "pending"}
 
@@ -461,6 +462,8 @@ def newer_than_trials_file(location: str | Path) -> str | None:
         relative = PurePosixPath(info.path).relative_to(root)
         if relative.name in (TRIALS_FILE, CURVES_FILE) or any(part.startswith("checkpoint_") for part in relative.parts):
             continue
+        if relative.parts[0] in TRACKER_FOLDERS:
+            continue  # a tracker's own files (`wandb sync` marks them later) are not results
         if len(relative.parts) == 1 and info.type == pafs.FileType.File:
             continue  # a file beside the runs (a figure of the `plot:` section) is not a result
         if info.mtime_ns is not None and written is not None and info.mtime_ns > written:

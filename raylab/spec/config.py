@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -205,6 +206,49 @@ class ReportSpec:
             raise ConfigError(f"{where}: the report needs plotly: pip install -e '.[report]'")
 
 
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # `loggers:` and `raylab run --logger NAME`
+# logger -> (the module it needs, the extra that installs it): a missing one is one line naming the pip command
+LOGGER_EXTRAS = {"tensorboard": ("tensorboardX", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+
+
+def check_logger_installed(logger: str, where: str) -> None:
+    module, extra = LOGGER_EXTRAS[logger]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{where}: {logger} needs {module}: pip install -e '.[{extra}]'")
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    """`mlflow:` where `loggers: [mlflow]` writes (docs/trackers.md); every field has a default."""
+
+    # None: $MLFLOW_TRACKING_URI, else a SQLite file in the sweep folder, sqlite:///<storage>/<name>/mlflow.db
+    tracking_uri: str | None = None
+    experiment_name: str | None = None  # None: the sweep's name (with --smoke, <name>-smoke)
+
+    def check(self, where: str) -> None:
+        uri = self.tracking_uri
+        if uri is not None and ("://" not in uri or uri.startswith("file:")) and uri not in ("databricks", "databricks-uc"):
+            raise ConfigError(
+                f"{where}.tracking_uri: {shorten(repr(uri))} is a folder (MLflow's deprecated file store); "
+                "give a database or server URI, e.g. sqlite:///path/mlflow.db or http://host:5000"
+            )
+        if self.experiment_name is not None and not self.experiment_name.strip():
+            raise ConfigError(f"{where}.experiment_name: must not be empty")
+
+
+@dataclass(frozen=True)
+class WandbSpec:
+    """`wandb:` how `loggers: [wandb]` logs (docs/trackers.md); every field has a default."""
+
+    mode: Literal["offline", "online"] = "offline"  # offline: files in <storage>/<name>/wandb, no account; `wandb sync` uploads them
+    project: str = "raylab"  # each trial is a run of this project, grouped by the sweep's name
+    entity: str | None = None  # None: the account's default entity (online only)
+
+    def check(self, where: str) -> None:
+        if not self.project.strip() or any(c in self.project for c in "/\\#?%:"):
+            raise ConfigError(f"{where}.project: {self.project!r} is not a W&B project name (no / \\ # ? % :)")
+
+
 def check_storage_location(location: str, where: str) -> None:
     """A storage URI is a scheme and a path, nothing after them. pyarrow would read options from a
     query (`s3://b/p?endpoint_override=...`), but raylab appends folder names to the location, which
@@ -238,7 +282,9 @@ class SweepSpec:
     report: ReportSpec | None = None  # the HTML report written at the end of `raylab run` (and `resume`)
     # Tune logger callbacks besides result.json (which raylab reads): opt-in, since each costs the
     # driver time per report (docs/throughput.md) and nothing in raylab reads what they write.
-    loggers: list[Literal["tensorboard"]] = field(default_factory=list)
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=list)
+    mlflow: MlflowSpec | None = None  # where `loggers: [mlflow]` writes; None: the defaults of MlflowSpec
+    wandb: WandbSpec | None = None  # how `loggers: [wandb]` logs; None: the defaults of WandbSpec
 
     def check(self, where: str) -> None:
         check_sweep_name(self.name)
@@ -259,11 +305,7 @@ class SweepSpec:
         check_positive(self.max_failures, "max_failures", allow_zero=True)
         check_positive(self.keep_checkpoints, "keep_checkpoints")
         check_storage_location(self.storage, "storage")
-        for i, logger in enumerate(self.loggers):
-            if logger in self.loggers[:i]:
-                raise ConfigError(f"loggers[{i}]: {logger} is listed twice")
-        if "tensorboard" in self.loggers and importlib.util.find_spec("tensorboardX") is None:
-            raise ConfigError(f"loggers[{self.loggers.index('tensorboard')}]: tensorboard needs tensorboardX: pip install -e '.[tensorboard]'")
+        self.check_loggers()
         outs = [figure.out for figure in self.plot]
         for i, out in enumerate(outs):
             if out in outs[:i]:
@@ -276,6 +318,33 @@ class SweepSpec:
                 f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
                 "promote the winners to several seeds with `raylab best`"
             )
+
+    def check_loggers(self) -> None:
+        for i, logger in enumerate(self.loggers):
+            if logger in self.loggers[:i]:
+                raise ConfigError(f"loggers[{i}]: {logger} is listed twice")
+            check_logger_installed(logger, f"loggers[{i}]")
+        for section in ("mlflow", "wandb"):
+            if getattr(self, section) is not None and section not in self.loggers:
+                raise ConfigError(f"{section}: set, but loggers does not list {section} (add it, or run with --logger {section})")
+        bucket = "://" in self.storage and not self.storage.startswith("file://")
+        if bucket and "mlflow" in self.loggers and self.mlflow_tracking_uri() is None:
+            raise ConfigError(
+                f"loggers[{self.loggers.index('mlflow')}]: mlflow's default store is a SQLite file in the sweep folder, which cannot "
+                f"live in {self.storage}; set mlflow.tracking_uri (a server, or sqlite:///a/local/path.db) or MLFLOW_TRACKING_URI"
+            )
+        if bucket and "wandb" in self.loggers and self.wandb_spec().mode == "offline":
+            raise ConfigError(
+                f"loggers[{self.loggers.index('wandb')}]: wandb offline writes its files into the sweep folder, which cannot be "
+                f"{self.storage}; set wandb.mode: online (or use a local storage)"
+            )
+
+    def mlflow_tracking_uri(self) -> str | None:
+        """The sweep file's tracking URI, else $MLFLOW_TRACKING_URI, else None (the SQLite file in the sweep folder)."""
+        return (self.mlflow.tracking_uri if self.mlflow else None) or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+    def wandb_spec(self) -> WandbSpec:
+        return self.wandb or WandbSpec()
 
     def task_specs(self) -> list[dict]:
         return self.task if isinstance(self.task, list) else [self.task]
