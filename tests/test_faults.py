@@ -156,6 +156,7 @@ def test_worker_node_removed_mid_sweep(tmp_path):
     assert_restored_exactly(sweep_file, sweep_dir)
 
 
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
     sweep_file = write_sweep(tmp_path, "driver-kill", seeds=[0, 1, 2])
     sweep_dir = tmp_path / "results" / "driver-kill"
@@ -214,6 +215,7 @@ class NeedsMarker(CopyTask):
 """
 
 
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 def test_trial_that_raises_is_retried_then_errored_then_restarted(tmp_path):
     (tmp_path / "failing_task.py").write_text(FAILING_TASK)
     marker = tmp_path / "marker"

@@ -211,6 +211,7 @@ def test_a_live_drivers_lease_is_refused_in_one_line_and_a_dead_ones_taken_over(
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 def test_a_second_driver_refuses_while_the_first_trains_then_takes_over_a_killed_one(tmp_path, capsys):
     sweep_dir, command = slow_sweep(tmp_path, "two", seeds=[0, 1])
 
