@@ -47,6 +47,7 @@ def newest_checkpoints(run_dir: Path) -> list[int]:
             for trial in run_dir.iterdir() if trial.is_dir()]
 
 
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 def test_a_state_naming_deleted_checkpoints_resumes_from_the_next_one_on_storage(tmp_path):
     common = (SMOKE, "seeds=[0]", "hidden_sizes=[64]", f"training.steps={STEPS}", f"training.eval_every={EVAL_EVERY}", "--num-cpus", "2")
     # Tune saves the experiment state every 10 s or more by itself; every second here, so that a

@@ -54,6 +54,7 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
     pytest.fail(f"no {marker!r} in the output:\n{''.join(seen)}")
 
 
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 def test_ctrl_c_says_interrupted_exits_130_and_resume_finishes(tmp_path):
     path = write_sweep(tmp_path, steps=40, seeds=[0, 1], delay=50)  # long enough to be running at Ctrl-C
     sweep_dir = tmp_path / "results" / "tiny"

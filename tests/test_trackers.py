@@ -66,6 +66,7 @@ def curves_of(sweep_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.faults  # the module's interrupted search (70 s) runs in CI's second step with the other interrupt tests
 def test_one_mlflow_run_per_trial_with_the_sampled_params_and_curves_parquet_history(tracked):
     sweep_dir, _ = tracked
     trials = pd.read_parquet(sweep_dir / "trials.parquet").set_index("trial_id")
@@ -88,6 +89,7 @@ def test_one_mlflow_run_per_trial_with_the_sampled_params_and_curves_parquet_his
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.faults  # the interrupted search fixture: CI's second step
 def test_one_wandb_run_per_trial_grouped_by_sweep_no_step_logged_twice(tracked):
     sweep_dir, _ = tracked
     trials = pd.read_parquet(sweep_dir / "trials.parquet").set_index("trial_id")
@@ -124,6 +126,7 @@ def run_config(path: Path) -> tuple[dict, str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.faults  # the interrupted search fixture: CI's second step
 def test_a_logger_added_to_an_interrupted_sweep_is_refused_and_a_finished_one_is_skipped(tracked):
     sweep_dir, said = tracked
     code, dry = said["dry run, a logger added"]
@@ -193,6 +196,7 @@ def test_a_restored_trial_continues_its_mlflow_run_without_logging_a_step_twice(
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/loss")] == [(s, 1.0 / s) for s in (2, 4, 6, 8)]
 
 
+@pytest.mark.faults  # about a minute: CI's second step (pyproject's markers)
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_restored_trial_continues_its_wandb_run_id_without_logging_a_step_twice(tmp_path):
