@@ -135,9 +135,12 @@ def test_a_report_that_fails_keeps_the_previous_file(tmp_path, capsys):
     ({"compare": "nope"}, "report.compare: nope: no such file or shipped table"),
     ({"logy": "maybe"}, "report.logy"),
     ({"stat": "mean"}, "report.stat: 'mean' is not one of final|best"),
+    ({"vs": "LSTM", "search": True}, "report.vs: a search's rows are its samples, one seed each"),
 ])
 def test_bad_report_sections_are_refused_before_anything_runs(capsys, report, message):
-    assert main(["validate", str(DEMO), "--set", f"report={json.dumps(report)}"]) == 2
+    report = dict(report)
+    search = ["--set", "seeds=[0]", "--set", "search={space: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}}"] if report.pop("search", False) else []
+    assert main(["validate", str(DEMO), "--set", f"report={json.dumps(report)}", *search]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 

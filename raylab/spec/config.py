@@ -313,6 +313,9 @@ class SweepSpec:
         labels = [self.variant_label(i) for i in range(len(self.variants))]
         if self.report is not None and self.report.vs is not None and self.report.vs not in labels:
             raise ConfigError(f"report.vs: no variant {self.report.vs!r} (variants: {', '.join(dict.fromkeys(labels))})")
+        if self.report is not None and self.report.vs is not None and self.search is not None:
+            # every sample is its own row: each row would have several reference rows and no difference
+            raise ConfigError("report.vs: a search's rows are its samples, one seed each; compare its winners: `raylab best`, then `vs` in the promoted sweep")
         if self.search is not None and len(self.seeds) > 1:
             raise ConfigError(
                 f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
