@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -207,13 +208,16 @@ def test_a_restored_trial_continues_its_wandb_run_id_without_logging_a_step_twic
     trial = fake_trial(tmp_path)
     ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
-        for steps in ((2, 4, 6), (4, 6, 8)):  # the first driver, then the restored run's
+        for index, steps in enumerate(((2, 4, 6), (4, 6, 8))):  # the first driver, then the restored run's
             tracker = WandbTracker("offline", "raylab", None, group="fake", directory=str(tmp_path))
             tracker.setup()
             tracker.log_trial_start(trial)
             for step in steps:
                 tracker.log_trial_result(step // 2, trial, report(step))
             tracker.on_experiment_end([trial])  # Ctrl-C: the trial did not end
+            # A later driver reads closed files; here both drivers are one process, so wait until
+            # wandb's core process has written this driver's new steps (the restored one skips 4 and 6).
+            written_rows(offline_run_files(tmp_path, wandb_run_id(trial))[index], (3, 1)[index])
     finally:
         ray.shutdown()
     files = offline_run_files(tmp_path, wandb_run_id(trial))
@@ -221,6 +225,16 @@ def test_a_restored_trial_continues_its_wandb_run_id_without_logging_a_step_twic
     rows = [(step, row["val/loss"]) for path in files for step, row in wandb_history(path)]
     assert rows == [(s, 1.0 / s) for s in (2, 4, 6, 8)]
     assert all("training_iteration" not in row and "time_this_iter_s" not in row for path in files for _, row in wandb_history(path))
+
+
+def written_rows(path: Path, count: int, timeout: float = 30) -> list:
+    """The history rows of a W&B offline file once it holds `count` of them (or after `timeout` s):
+    wandb's core process may still be writing it when `finish()` returns (seen on a loaded machine),
+    and a file being written reads as torn, its whole records so far."""
+    deadline = time.monotonic() + timeout
+    while len(rows := list(wandb_history(path))) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return rows
 
 
 def test_the_wandb_reader_reads_what_wandb_writes(tmp_path, monkeypatch):
@@ -231,5 +245,5 @@ def test_the_wandb_reader_reads_what_wandb_writes(tmp_path, monkeypatch):
         run.log({"val/loss": step / 10, "note": "x" * (40000 if step == 5 else 1)}, step=step)
     run.finish()
     (path,) = offline_run_files(tmp_path, "reader")
-    rows = list(wandb_history(path))
+    rows = written_rows(path, 3)
     assert [(step, row["val/loss"]) for step, row in rows] == [(1, 0.1), (5, 0.5), (9, 0.9)] and len(rows[1][1]["note"]) == 40000
