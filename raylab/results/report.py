@@ -29,7 +29,7 @@ import pandas as pd
 
 from raylab.planning import storage
 from raylab.results.aggregate import (
-    EXCLUDED_COLUMN, FAILED_STATUSES, STOPPED, caption, default_group, default_metrics, display_table, group_key, load_results, summarize, table_groups,
+    EXCLUDED_COLUMN, FAILED_STATUSES, STOPPED, caption, default_group, default_metrics, display_table, load_results, summarize, table_groups,
 )
 from raylab.results.collect import MANIFEST, ResultsError, run_locations
 from raylab.results.identity import differing_columns
