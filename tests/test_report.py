@@ -135,7 +135,7 @@ def test_a_report_that_fails_keeps_the_previous_file(tmp_path, capsys):
     ({"compare": "nope"}, "report.compare: nope: no such file or shipped table"),
     ({"logy": "maybe"}, "report.logy"),
     ({"stat": "mean"}, "report.stat: 'mean' is not one of final|best"),
-    ({"vs": "LSTM", "search": True}, "report.vs: a search's rows are its samples, one seed each"),
+    ({"vs": "LSTM", "search": True}, "report.vs: in a search every sample is its own row"),
 ])
 def test_bad_report_sections_are_refused_before_anything_runs(capsys, report, message):
     report = dict(report)

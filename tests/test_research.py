@@ -77,7 +77,7 @@ BAD = [
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "metric": "val/loss", "mode": "max"}},
      "search.mode: max contradicts val/loss, which raylab ranks by min"),
     ({"search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}, "mode": "max"}}, "search.mode: max contradicts val/loss"),
-    ({"seeds": [0, 1], "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}}}, "seeds: a search runs each sampled configuration on one seed"),
+    ({"seeds": [0, 1], "search": {"space": {"optimizer.lr": {"uniform": [0.1, 1]}}}}, "seeds: a search draws its samples from one seed, got 2; train each sample on several with search.seeds_per_sample"),
     ({"variants": [{"cell": {"name": "nosuchpkg.cells:Cell"}}]}, "variants[0].cell.name: no module 'nosuchpkg'"),
     ({"variants": [{"cell": {"name": "raylab.cells:Nope"}}]}, "variants[0].cell.name: module 'raylab.cells' has no 'Nope'"),
     ({"variants": [{"cell": {"name": "torch.nn:Module"}}]}, "variants[0].cell.name: torch.nn:Module has no forward"),

@@ -40,7 +40,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in files:
         sweep = load_checked(path, overrides, smoke=args.smoke, loggers=loggers)
         search = sweep.spec.search
-        print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.num_samples} samples)")
+        print(f"{path}: ok ({len(sweep.trials)} trials)" if search is None else f"{path}: ok ({len(sweep.trials)} configurations x {search.samples_text()})")
     return 0
 
 
@@ -84,7 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         runs = rerun.earlier_runs(sweep_dir)
         plan = rerun.plan_rerun(sweep.trials, runs)
-        print(f"raylab: dry run: {len(sweep.trials)} trials of {args.file} -> {sweep_dir} (nothing started, nothing written)")
+        search = sweep.spec.search
+        count = f"{len(sweep.trials)} trials" if search is None else f"{len(sweep.trials)} configurations x {search.samples_text()}"
+        print(f"raylab: dry run: {count} of {args.file} -> {sweep_dir} (nothing started, nothing written)")
         print("\n".join([*dry_run_lines(sweep.trials, plan), *rerun.describe(plan, len(sweep.trials), sweep_dir), *tracker_lines(sweep.spec, sweep_dir)]))
         for stop in (plan.blocked and rerun.blocked_message(plan), rerun.added_loggers_message(plan, runs, sweep.spec.loggers)):
             if stop:

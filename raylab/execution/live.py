@@ -36,13 +36,21 @@ BAR_WIDTH = 24
 SIGINT_SEEN = threading.Event()  # set by ProgressPrinter's handler: Tune itself swallows the first Ctrl-C
 
 
+def named_trial(config: dict) -> dict:
+    """The trial a name is made from: a sample trained on another seed than its base (`seeds_per_sample`) shows that seed."""
+    if config.get("sample_seed") is not None:
+        return {**config["trial"], "seed": config["sample_seed"]}
+    return config["trial"]
+
+
 def trial_dirname(trial: Any) -> str:
-    return f"{trial_name(trial.config['trial'])}-{trial.trial_id}"
+    return f"{trial_name(named_trial(trial.config))}-{trial.trial_id}"
 
 
 def trial_display_name(trial: Any) -> str:
     if trial.config.get("sample"):  # a searched trial: its sample number tells it from its siblings
-        return f"{trial_name(trial.config['trial'])}#{trial.trial_id.rsplit('_', 1)[-1].lstrip('0') or '0'}"
+        number = trial.config.get("sample_number")  # raylab's searcher numbers its samples; Tune's generator numbers its trials
+        return f"{trial_name(named_trial(trial.config))}#{number if number is not None else trial.trial_id.rsplit('_', 1)[-1].lstrip('0') or '0'}"
     return trial_name(trial.config["trial"])
 
 

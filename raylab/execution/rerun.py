@@ -70,10 +70,10 @@ def slot_hash(trial: dict) -> str:
 
 
 def search_status(samples: list[dict]) -> str:
-    """The status of one search in one run from its samples' rows: finished once `search_samples` of
+    """The status of one search in one run from its samples' rows: finished once `search_samples` (times `seeds_per_sample`) of
     them ended (finished, stopped or diverged); unfinished while Tune has a sample to run or the
     searcher has samples left to draw; errored when every sample ended and one of them errored."""
-    wanted = max(int(row.get("search_samples") or 1) for row in samples)
+    wanted = max(int(row.get("search_samples") or 1) * seeds_per_sample(row) for row in samples)
     done = sum(row["status"] in DONE for row in samples)
     errored = sum(row["status"] == "errored" for row in samples)
     if done >= wanted:
@@ -81,6 +81,15 @@ def search_status(samples: list[dict]) -> str:
     if any(row["status"] in UNFINISHED for row in samples) or done + errored < wanted:
         return "unfinished"
     return "errored"
+
+
+def seeds_per_sample(row: dict) -> int:
+    """The trials of each sample of the search a row belongs to (`search.seeds_per_sample`, recorded in its identity)."""
+    try:
+        search = json.loads(row.get("trial_json") or "{}").get("search") or {}
+    except ValueError:
+        return 1
+    return int(search.get("seeds_per_sample") or 1)
 
 
 def earlier_runs(sweep_location: str) -> list[EarlierRun]:

@@ -58,6 +58,7 @@ def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
     Ctrl-C, having saved the experiment state, and raises KeyboardInterrupt after a second)."""
     SIGINT_SEEN.clear()
     before = signal.getsignal(signal.SIGINT)
+    allow_pending_trials()
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -67,6 +68,20 @@ def fit_or_interrupted(tuner: Any, run_dir: str) -> None:
             signal.signal(signal.SIGINT, before)  # Tune leaves its handler installed: Ctrl-C would do nothing later
     if SIGINT_SEEN.is_set():
         raise Interrupted(saved_tally(run_dir))
+
+
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+MIN_PENDING_TRIALS = 200  # Tune's own floor for its basic generator: enough pending trials to make an autoscaler scale
+
+
+def allow_pending_trials() -> None:
+    """Let Tune queue as many trials for raylab's own searcher (`SlotSearcher`) as it queues for its basic
+    generator. Tune allows one pending trial for any other searcher, which would start a cluster's
+    trials one per scheduling step and never show an autoscaler more than one trial waiting; the
+    searcher bounds each slot itself (`search.max_concurrent`). Read by Tune when the run starts (or
+    is restored); a value the user set in the environment is kept."""
+    cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
+    os.environ.setdefault(PENDING_TRIALS_ENV, str(max(MIN_PENDING_TRIALS, int(cpus * 1.1))))
 
 
 def saved_tally(run_dir: str) -> str:
@@ -188,7 +203,7 @@ def run_sweep(sweep: Sweep, trials: list[dict], runtime: dict) -> str:
         run_config=run_config,
     )
     search = sweep.spec.search
-    count = f"{len(trials)} trials" if search is None else f"{len(trials)} configurations x {search.num_samples} samples"
+    count = f"{len(trials)} trials" if search is None else f"{len(trials)} configurations x {search.samples_text()}"
     print(f"raylab: {count} of sweep {sweep.spec.name!r} -> {run_dir}", flush=True)
     fit_or_interrupted(tuner, run_dir)
     return run_dir

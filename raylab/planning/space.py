@@ -27,6 +27,7 @@ import torch
 from raylab.cells import CELLS, INJECTED_CELL_ARGS
 from raylab.networks.model import build_model, check_cell_spec
 from raylab.networks.model import count_parameters as count
+from raylab.planning import samplers
 from raylab.planning.trials import config_hash, resolve_trials
 from raylab.spec.config import OptimizerSpec, SweepSpec, dump
 from raylab.spec.registry import build, lookup, split_spec
@@ -136,16 +137,24 @@ def search_identity(search: Any, trials: list[dict]) -> dict:
     parsed (bounds as numbers), `num_samples`, the algorithm, and, with a scheduler, the scheduler
     with every default written out and the metric and mode it stops by (resolved: leaving them out
     or writing their defaults is the same search). Without a scheduler the metric and mode decide
-    nothing that is computed, so they are left out."""
+    nothing that is computed, so they are left out. Optuna's searches add the sampler with every
+    default written out, the concurrency bound (what is in flight changes what TPE draws) and the
+    metric and mode the studies learn from; `seeds_per_sample` is added when it is not 1, so that a
+    search recorded before it existed keeps its identity."""
     identity: dict[str, Any] = {
         "space": {key: dict([parse_domain(domain, f"search.space.{key}")]) for key, domain in sorted(search.space.items())},
         "num_samples": search.num_samples,
         "algorithm": search.algorithm,
         "scheduler": None,
     }
+    metric = search.metric or primary_metric(trials[0])
     if search.scheduler is not None:
-        metric = search.metric or primary_metric(trials[0])
         identity.update(scheduler=dump(search.scheduler), metric=metric, mode=search.mode or metric_mode(metric))
+    if search.algorithm == "optuna":
+        identity.update(sampler=samplers.resolve_sampler(search.sampler), max_concurrent=search.concurrency(),
+                        metric=metric, mode=search.mode or metric_mode(metric))
+    if search.seeds_per_sample != 1:
+        identity.update(seeds_per_sample=search.seeds_per_sample)
     return identity
 
 
@@ -189,10 +198,41 @@ def check_space(spec: SweepSpec, trials: list[dict]) -> None:
         if search.scheduler.grace_period >= budget:
             written = f"training.steps={spec.training.steps}" if spec.training.steps is not None else f"training.epochs={spec.training.epochs} ({budget} steps)"
             raise ConfigError(f"search.scheduler.grace_period: {search.scheduler.grace_period} steps leaves nothing to stop within {written}")
-    if search.scheduler is not None and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
+    learns = search.scheduler is not None or search.algorithm == "optuna"  # what decides on the metric
+    if learns and search.metric is None and len({primary_metric(t) for t in trials}) > 1:
         raise ConfigError("search.metric: the sweep's tasks have different primary metrics; name the one to optimize")
     check_objective(search, trials)
+    if search.algorithm == "optuna":
+        check_optuna(search)
     warn_unsearched_variants(spec)
+    warn_repeated_draws(search)
+
+
+def warn_repeated_draws(search: Any) -> None:
+    """A space of choices and integers with fewer combinations than `num_samples` must draw some twice:
+    identical trials, trained twice and kept once in the results (one row, its seeds counted once)."""
+    combinations = 1
+    for key, domain in search.space.items():
+        kind, args = parse_domain(domain, f"search.space.{key}")
+        if kind in ("uniform", "loguniform"):
+            return
+        combinations *= len(args) if kind == "choice" else args[1] - args[0] + 1
+    if combinations < search.num_samples:
+        print(f"raylab: warning: search.num_samples: {search.num_samples} samples of a space with {combinations} combination(s): "
+              "some draws repeat an earlier one (identical trials, trained again, one table row); a grid: covers such a space once",
+              file=sys.stderr, flush=True)
+
+
+def check_optuna(search: Any) -> None:
+    """The sampler's options and the space as Optuna distributions, before Ray starts; one line when
+    TPE's random start-up covers every sample (it would never model anything)."""
+    sampler = samplers.resolve_sampler(search.sampler)
+    samplers.distributions({key: parse_domain(domain, f"search.space.{key}") for key, domain in search.space.items()})
+    startup = sampler.get("n_startup_trials")
+    if sampler["name"] == "tpe" and isinstance(startup, int) and startup >= search.num_samples:
+        print(f"raylab: warning: search.sampler.n_startup_trials: TPE draws its first {startup} samples at random and num_samples is "
+              f"{search.num_samples}, so this search is random search; lower n_startup_trials (e.g. {max(1, search.num_samples // 3)}) "
+              "or raise num_samples", file=sys.stderr, flush=True)
 
 
 def warn_unsearched_variants(spec: SweepSpec) -> None:
@@ -246,12 +286,15 @@ def primary_metric(trial: dict) -> str:
     return build(TASKS, trial["task"], "task").primary_metric
 
 
-def apply_sample(trial: dict, values: dict[str, Any], count_parameters: bool = True) -> dict:
-    """A resolved trial with sampled values applied, re-validated, re-counted and re-hashed.
+def apply_sample(trial: dict, values: dict[str, Any], count_parameters: bool = True, seed: int | None = None) -> dict:
+    """A resolved trial with sampled values applied, re-validated, re-counted and re-hashed; with
+    `seed`, trained on that seed (`search.seeds_per_sample`: one sample on several seeds).
 
     The base trial's hash is kept as `search_base`: a re-run skips a search whose samples all finished.
     """
     resolved = copy.deepcopy(trial)
+    if seed is not None:
+        resolved["seed"] = seed
     applied = {}
     for key, value in values.items():
         prefix, _, option = key.partition(".")
@@ -274,5 +317,5 @@ def apply_sample(trial: dict, values: dict[str, Any], count_parameters: bool = T
 def resolved_trial(config: dict) -> dict:
     """The trial a Tune config stands for: `config["trial"]`, with its sampled values if it was searched."""
     if config.get("sample"):
-        return apply_sample(config["trial"], config["sample"])
+        return apply_sample(config["trial"], config["sample"], seed=config.get("sample_seed"))
     return config["trial"]

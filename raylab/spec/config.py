@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from raylab.spec.rules import check_distinct, check_seeds, check_sweep_name, expand_seeds
+from raylab.spec.rules import SEED_LIMIT, check_distinct, check_seeds, check_sweep_name, expand_seeds
 from raylab.spec.typecheck import ConfigError, check_positive, from_mapping, shorten
 from raylab.spec.yamlfile import load_yaml_text, parse_yaml_text
 
@@ -148,21 +148,51 @@ class SchedulerSpec:
             raise ConfigError(f"{where}.reduction_factor: must be greater than 1, got {self.reduction_factor}")
 
 
+DEFAULT_MAX_CONCURRENT = 4  # search.max_concurrent's default: TPE keeps learning on a cluster (docs/research.md)
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """`search:` sampled configurations, run by Ray Tune's search algorithm and scheduler (raylab.planning.space)."""
 
     space: dict  # dotted key -> {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]} | {choice: [...]}
     num_samples: int = 8  # sampled configurations per task x variant x hidden size
-    algorithm: Literal["random"] = "random"  # Tune's BasicVariantGenerator
+    # random: independent draws (Tune's); optuna: one Optuna study per task x variant x hidden size
+    # (raylab.planning.samplers), which learns from the samples that ended (TPE by default)
+    algorithm: Literal["random", "optuna"] = "random"
+    sampler: dict | None = None  # optuna only: {name: tpe | random, <option>: value}; null: TPE with Optuna's defaults
+    max_concurrent: int | None = None  # optuna only: samples of one slot in flight at once; null: 4
+    seeds_per_sample: int = 1  # each sample trains on seeds s..s+k-1 (s: the sweep's seed); the searcher is told their mean
     scheduler: SchedulerSpec | None = None  # None: every trial runs its whole budget
     metric: str | None = None  # default: the task's primary metric
     mode: Literal["min", "max"] | None = None  # default: from the metric's name (acc: max, else min)
 
     def check(self, where: str) -> None:
         check_positive(self.num_samples, f"{where}.num_samples")
+        check_positive(self.seeds_per_sample, f"{where}.seeds_per_sample")
         if not self.space:
             raise ConfigError(f"{where}.space: must name at least one key to sample")
+        for name in ("sampler", "max_concurrent"):
+            if getattr(self, name) is not None and self.algorithm != "optuna":
+                raise ConfigError(f"{where}.{name}: only applies to algorithm: optuna (the algorithm is {self.algorithm})")
+        if self.max_concurrent is not None:
+            check_positive(self.max_concurrent, f"{where}.max_concurrent")
+        if self.seeds_per_sample > 1 and self.scheduler is not None:
+            # ASHA decides each trial at each rung alone: it would stop a sample's seeds one by one on
+            # single-seed values, the noise seeds_per_sample is there to average out (docs/research.md)
+            raise ConfigError(
+                f"{where}.seeds_per_sample: {self.seeds_per_sample} with a scheduler: ASHA would stop each seed on its own value, "
+                "not on the sample's mean; use seeds_per_sample: 1 with a scheduler, or no scheduler"
+            )
+
+    def samples_text(self) -> str:
+        """`8 samples`, or `8 samples x 3 seeds` with seeds_per_sample: what each configuration of the sweep runs."""
+        return f"{self.num_samples} samples" + (f" x {self.seeds_per_sample} seeds" if self.seeds_per_sample > 1 else "")
+
+    def concurrency(self) -> int:
+        """Samples of one slot in flight at once (optuna): TPE learns only from samples that ended."""
+        return self.max_concurrent if self.max_concurrent is not None else DEFAULT_MAX_CONCURRENT
+
 
 
 FIGURE_FORMATS = (".png", ".svg", ".pdf")  # matplotlib picks the format from the extension
@@ -315,12 +345,14 @@ class SweepSpec:
             raise ConfigError(f"report.vs: no variant {self.report.vs!r} (variants: {', '.join(dict.fromkeys(labels))})")
         if self.report is not None and self.report.vs is not None and self.search is not None:
             # every sample is its own row: each row would have several reference rows and no difference
-            raise ConfigError("report.vs: a search's rows are its samples, one seed each; compare its winners: `raylab best`, then `vs` in the promoted sweep")
+            raise ConfigError("report.vs: in a search every sample is its own row, so the reference variant has no single row; compare its winners: `raylab best`, then `vs` in the promoted sweep")
         if self.search is not None and len(self.seeds) > 1:
             raise ConfigError(
-                f"seeds: a search runs each sampled configuration on one seed, got {len(self.seeds)}; "
-                "promote the winners to several seeds with `raylab best`"
+                f"seeds: a search draws its samples from one seed, got {len(self.seeds)}; "
+                "train each sample on several with search.seeds_per_sample, or promote the winners to fresh seeds with `raylab best`"
             )
+        if self.search is not None and self.seeds[0] + self.search.seeds_per_sample > SEED_LIMIT:
+            raise ConfigError(f"search.seeds_per_sample: seeds {self.seeds[0]}..{self.seeds[0] + self.search.seeds_per_sample - 1} pass 2**32 - 1 (the seed limit)")
 
     def check_loggers(self) -> None:
         for i, logger in enumerate(self.loggers):
