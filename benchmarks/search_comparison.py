@@ -19,6 +19,7 @@ score of its winner was (search score minus fresh score).
 
     python benchmarks/search_comparison.py --json benchmarks/results/search-comparison.json --markdown benchmarks/results/search-comparison.md
     python benchmarks/search_comparison.py --repeats 1 --budget 3 --steps 40   # a quick look
+    python benchmarks/search_comparison.py --summarize benchmarks/results/search-comparison.json   # the tables again, no runs
 
 Everything runs through the `raylab` command (a child process each, on the embedded Ray with
 `--num-cpus` CPUs), as a user would run it.
@@ -107,15 +108,23 @@ def run_arm(arm: str, repeat: int, args: argparse.Namespace, work: Path) -> list
     return [{"arm": arm, "repeat": repeat, "model": model, "fresh": fresh[model], "search": seen[model], "wall_s": wall} for model in fresh]
 
 
-def compare(rows: pd.DataFrame, arm: str, against: str) -> dict:
-    """Paired over (repeat, model): the mean of arm - against in fresh val/loss (negative: arm found better), its SE, and p."""
+def compare(rows: pd.DataFrame, arm: str, against: str, model: str | None = None) -> dict:
+    """Paired over (repeat, model), or over repeats for one model: the mean of arm - against in fresh
+    val/loss (negative: arm found better), its SE, and p."""
     table = rows.pivot_table(index=["repeat", "model"], columns="arm", values="fresh")
+    if model is not None:
+        table = table.xs(model, level="model")
     differences = (table[arm] - table[against]).dropna()
     p = float(stats.ttest_1samp(differences, 0.0).pvalue) if len(differences) > 1 else float("nan")
     se = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else float("nan")
     wins = int((differences < 0).sum())
-    return {"arm": arm, "against": against, "pairs": len(differences), "mean_difference": float(differences.mean()), "se": se, "p": p,
-            "arm_better_in": wins}
+    return {"arm": arm, "against": against, "model": model or "both", "pairs": len(differences), "mean_difference": float(differences.mean()),
+            "se": se, "p": p, "arm_better_in": wins}
+
+
+def comparisons_of(rows: pd.DataFrame) -> list[dict]:
+    """Each comparison over both models, then per model."""
+    return [compare(rows, arm, against, model) for arm, against, _ in COMPARISONS for model in (None, *sorted(rows["model"].unique()))]
 
 
 def markdown(rows: pd.DataFrame, comparisons: list[dict], args: argparse.Namespace) -> str:
@@ -131,9 +140,11 @@ def markdown(rows: pd.DataFrame, comparisons: list[dict], args: argparse.Namespa
         fresh, seen = group["fresh"], group["search"]
         se = fresh.std() / len(fresh) ** 0.5 if len(fresh) > 1 else float("nan")
         lines.append(f"| {arm} | {model} | {fresh.mean():.4f} ± {se:.4f} | {seen.mean():.4f} | {(seen - fresh).mean():+.4f} |")
-    lines += ["", "| comparison | pairs | mean difference in fresh val/loss ± SE | p (paired t) | first better in |", "|---|---|---|---|---|"]
-    for c, (_, _, title) in zip(comparisons, COMPARISONS):
-        lines.append(f"| {title} | {c['pairs']} | {c['mean_difference']:+.4f} ± {c['se']:.4f} | {c['p']:.3f} | {c['arm_better_in']} of {c['pairs']} |")
+    lines += ["", "| comparison | model | pairs | mean difference in fresh val/loss ± SE | p (paired t) | first better in |", "|---|---|---|---|---|---|"]
+    titles = {(arm, against): title for arm, against, title in COMPARISONS}
+    for c in comparisons:
+        lines.append(f"| {titles[(c['arm'], c['against'])]} | {c['model']} | {c['pairs']} | {c['mean_difference']:+.4f} ± {c['se']:.4f} | {c['p']:.3f} | "
+                     f"{c['arm_better_in']} of {c['pairs']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,20 +156,27 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--summarize", type=Path, help="no runs: the tables again from the rows of an earlier --json file")
     args = parser.parse_args()
     if args.budget % 3:
         parser.error("--budget: a multiple of 3 (the tpe-3 arm runs budget / 3 samples on 3 seeds)")
     rows = []
-    with tempfile.TemporaryDirectory() as directory:
-        work = Path(directory)
-        for repeat in range(args.repeats):
-            for arm in ARMS:
-                rows += run_arm(arm, repeat, args, work)
+    if args.summarize:
+        earlier = json.loads(args.summarize.read_text())
+        rows = earlier["rows"]
+        args.budget, args.steps, args.repeats, args.num_cpus = earlier["budget"], earlier["steps"], earlier["repeats"], earlier["cpus"]
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            work = Path(directory)
+            for repeat in range(args.repeats):
+                for arm in ARMS:
+                    rows += run_arm(arm, repeat, args, work)
     frame = pd.DataFrame(rows)
-    comparisons = [compare(frame, arm, against) for arm, against, _ in COMPARISONS]
+    comparisons = comparisons_of(frame)
     text = markdown(frame, comparisons, args)
     print(text)
-    figures = {"command": " ".join(["python", "benchmarks/search_comparison.py", *sys.argv[1:]]), "machine": platform.platform(),
+    command = earlier["command"] if args.summarize else " ".join(["python", "benchmarks/search_comparison.py", *sys.argv[1:]])
+    figures = {"command": command, "machine": earlier["machine"] if args.summarize else platform.platform(),
                "cpus": args.num_cpus, "budget": args.budget, "steps": args.steps, "repeats": args.repeats, "fresh_seeds": FRESH_SEEDS,
                "rows": rows, "comparisons": comparisons}
     if args.json:
