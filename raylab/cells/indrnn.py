@@ -77,13 +77,20 @@ class Recurrence(nn.Module):
             return self.norm(x, start)
         return self.norm(x.reshape(-1, x.shape[-1])).view(x.shape)  # (T * B, N): statistics over batch and time
 
-    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False, start: int = 0) -> Tensor:
-        """(T, B, N) -> (T, B, N); `start` (frame-wise BN only) is the stream position of z[0]."""
+    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False, start: int = 0) -> tuple[Tensor, Tensor]:
+        """(T, B, N) -> the layer's output (T, B, N) and its last hidden state h_T (B, N); `start`
+        (frame-wise BN only) is the stream position of z[0].
+
+        The state carried to the next window is the recurrence's own h_T, before a BN after it: BN is
+        a layer on the output, as in the authors' code, and h_{t-1} in relu(z_t + u * h_{t-1}) is never
+        normalised. (Carrying the normalised output was a bug: the next window started from another
+        state than the one the recurrence had reached.)"""
         h0 = z.new_zeros(z.shape[1:]) if h0 is None else h0
         if self.batch_norm == "before":
             z = self.normalise(z, start)
-        out = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
-        return self.normalise(out, start) if self.batch_norm == "after" else out
+        hidden = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
+        out = self.normalise(hidden, start) if self.batch_norm == "after" else hidden
+        return out, hidden[-1]
 
 
 def time_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -227,8 +234,8 @@ class IndRNN(nn.Module):
 
         def rec(x: Tensor) -> Tensor:
             recurrence, h0 = next(recurrences)
-            out = recurrence(x, h0, reference, start)
-            finals.append(out[-1])
+            out, last_hidden = recurrence(x, h0, reference, start)
+            finals.append(last_hidden)
             return time_dropout(out, self.dropout, self.training)
 
         # Linears and recurrences are consumed in `layout` order: write one call per statement.
