@@ -36,3 +36,14 @@ def test_fresh_sequences_at_every_evaluation_by_default():
 def test_fixed_sequences_on_request():
     losses = val_losses(AddingTask(length=20, eval_size=300, eval_data="fixed"), [99, 199])
     assert losses[0] == losses[1]
+
+
+def test_the_readout_is_lasagnes_dense_layer_by_default():
+    """Theano adding.py's readout is a Lasagne DenseLayer: Glorot-uniform weight, zero bias (reference §3.1);
+    `readout_init: default` keeps nn.Linear's own initialisation."""
+    torch.manual_seed(0)
+    glorot = AddingTask(length=10).readout(128)
+    bound = (6 / (128 + 1)) ** 0.5
+    assert (glorot.bias == 0).all() and glorot.weight.abs().max() <= bound and glorot.weight.abs().max() > 0.9 * bound
+    default = AddingTask(length=10, readout_init="default").readout(128)
+    assert (default.bias != 0).all() and default.weight.abs().max() <= 128**-0.5  # kaiming-uniform a=sqrt(5): ±1/sqrt(N)

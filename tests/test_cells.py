@@ -163,13 +163,28 @@ def test_eurnn_complex_modrelu_has_finite_gradients_at_zero_input():
 
 
 @pytest.mark.parametrize("name", ["rnn", "rnn_orth"])
-def test_rnn_input_bias_follows_the_original_linear(name):
-    """The original code keeps nn.Linear(n_in, N)'s bias, U(±1/sqrt(n_in)); psMNIST has n_in = 1."""
+def test_rnn_bias_follows_the_paper_era_code_by_default(name):
+    """The paper-era code's one bias is V = nn.Linear(N, N)'s, U(±1/sqrt(N)); the later release moved it
+    to U = nn.Linear(n_in, N), U(±1/sqrt(n_in)): ±1.0 on psMNIST, where n_in = 1 (nnRNN reference §3.2)."""
     torch.manual_seed(0)
     cell = CELLS[name](input_size=1, hidden_size=512)
-    assert cell.bias_ih.abs().max() > 0.9  # ±1.0, not ±1/sqrt(512) = 0.044
-    narrow = CELLS[name](input_size=1, hidden_size=512, input_bias_init="hidden_size")
-    assert narrow.bias_ih.abs().max() <= 512**-0.5
+    assert 0.04 < cell.bias_ih.abs().max() <= 512**-0.5  # ±0.044
+    release = CELLS[name](input_size=1, hidden_size=512, input_bias_init="fan_in")
+    assert release.bias_ih.abs().max() > 0.9  # ±1.0
+
+
+def test_indrnn_he_normal_and_bn_eps_are_the_theano_ptb_nets():
+    """Lasagne's HeNormal(gain=sqrt(2)/2): std sqrt(1 / (2 fan_in)), about 4x Kaiming-uniform a = 8's;
+    the Theano BN layers use eps 1e-4 (IndRNN reference §1.5, §1.8)."""
+    torch.manual_seed(0)
+    cell = CELLS["indrnn"](input_size=200, hidden_size=400, num_layers=2, batch_norm="before", batch_norm_stats="frame",
+                           input_init="he_normal", batch_norm_eps=1e-4)
+    for linear in cell.linears:
+        assert abs(linear.weight.std().item() / (0.5 / linear.in_features) ** 0.5 - 1) < 0.03 and (linear.bias == 0).all()
+    pytorch = CELLS["indrnn"](input_size=200, hidden_size=400, num_layers=2)
+    assert 3.8 < cell.linears[1].weight.std().item() / pytorch.linears[1].weight.std().item() < 4.3
+    assert all(r.norm.eps == 1e-4 for r in cell.recurrences)
+    assert all(r.norm.eps == 1e-5 for r in CELLS["indrnn"](input_size=2, hidden_size=8, batch_norm="after").recurrences)
 
 
 def test_indrnn_input_init_normal_is_the_theano_adding_problem_law():

@@ -151,3 +151,26 @@ def test_ptb_through_the_trainable_carries_the_position(shared_data):
     running = checkpoint["model"]["cell.recurrences.0.norm.running_mean"]
     # 100 columns = windows at 0, 20, 40, 60, 80; starts are capped at 2 * 20, so rows 0-59 are used
     assert running.shape == (81, 8) and running[:60].abs().sum(1).gt(0).all() and running[60:].eq(0).all()
+
+
+@pytest.mark.parametrize("batch_norm", ["after", "before", "none"])
+@pytest.mark.parametrize("architecture", ["plain", "residual"])
+def test_a_sequence_split_into_windows_with_the_carried_state_is_the_whole_sequence(batch_norm, architecture):
+    """Language modelling carries the state from one window to the next: in evaluation (BN on its running
+    statistics, the same at every position) two windows must give what one long window gives. With BN
+    after the recurrence the carried state was the normalised output, not h_T, and the second window
+    started from the wrong state."""
+    torch.manual_seed(0)
+    cell = IndRNN(3, 6, num_layers=2, architecture=architecture, batch_norm=batch_norm)
+    with torch.no_grad():  # running statistics far from (0, 1), so that normalising changes the state
+        for norm in (r.norm for r in cell.recurrences if r.norm is not None):
+            norm.running_mean.uniform_(0.5, 1.5)
+            norm.running_var.uniform_(2.0, 4.0)
+    cell.eval()
+    inputs = torch.randn(4, 10, 3)  # (B, T, I)
+    whole, whole_state = cell(inputs)
+    first, state = cell(inputs[:, :6])
+    second, split_state = cell(inputs[:, 6:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+    for split, reference in zip(split_state, whole_state):
+        torch.testing.assert_close(split, reference)

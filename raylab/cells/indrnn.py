@@ -13,8 +13,10 @@ from raylab.cells.tags import tag
 Architecture = Literal["plain", "residual", "dense"]
 BatchNorm = Literal["none", "before", "after"]
 BatchNormStats = Literal["sequence", "frame"]
-# kaiming_uniform: the authors' PyTorch code (a = 8); normal: N(0, input_init_std), the Theano adding problem.
-InputInit = Literal["kaiming_uniform", "normal"]
+# kaiming_uniform: the authors' PyTorch code (a = 8); normal: N(0, input_init_std), the Theano adding problem;
+# he_normal: Lasagne's HeNormal(gain=sqrt(2)/2), std sqrt(1 / (2 fan_in)), the Theano BN-before nets (PTB).
+InputInit = Literal["kaiming_uniform", "normal", "he_normal"]
+HE_NORMAL_GAIN = 2**-0.5  # the Theano scripts' `HeNormal(np.sqrt(2)/2)`: about 4x the std of Kaiming-uniform a = 8
 
 
 class FrameNorm(nn.Module):
@@ -59,31 +61,38 @@ class FrameNorm(nn.Module):
 class Recurrence(nn.Module):
     """IndRNN's "only-recurrent" part, relu(z_t + u * h_{t-1}), with optional BN before or after.
 
-    Sequence-wise BN normalises each channel over batch and time (`BatchNorm1d`, eps 1e-5, momentum
+    Sequence-wise BN normalises each channel over batch and time (`BatchNorm1d`, eps `batch_norm_eps`, momentum
     0.1), the flavour the authors use for classification; frame-wise BN (`FrameNorm`) over the batch
     at each time step, their language-model flavour (§1.5). u gets no weight decay.
     """
 
-    def __init__(self, width: int, batch_norm: BatchNorm, stats: BatchNormStats = "sequence", frame_window: int = 50) -> None:
+    def __init__(self, width: int, batch_norm: BatchNorm, stats: BatchNormStats = "sequence", frame_window: int = 50, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight_hh = tag(nn.Parameter(torch.empty(width)), weight_decay=0.0)
         self.batch_norm = batch_norm
         self.norm: nn.Module | None = None
         if batch_norm != "none":
-            self.norm = FrameNorm(width, frame_window) if stats == "frame" else nn.BatchNorm1d(width)
+            self.norm = FrameNorm(width, frame_window, eps=eps) if stats == "frame" else nn.BatchNorm1d(width, eps=eps)
 
     def normalise(self, x: Tensor, start: int) -> Tensor:
         if isinstance(self.norm, FrameNorm):
             return self.norm(x, start)
         return self.norm(x.reshape(-1, x.shape[-1])).view(x.shape)  # (T * B, N): statistics over batch and time
 
-    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False, start: int = 0) -> Tensor:
-        """(T, B, N) -> (T, B, N); `start` (frame-wise BN only) is the stream position of z[0]."""
+    def forward(self, z: Tensor, h0: Tensor | None, reference: bool = False, start: int = 0) -> tuple[Tensor, Tensor]:
+        """(T, B, N) -> the layer's output (T, B, N) and its last hidden state h_T (B, N); `start`
+        (frame-wise BN only) is the stream position of z[0].
+
+        The state carried to the next window is the recurrence's own h_T, before a BN after it: BN is
+        a layer on the output, as in the authors' code, and h_{t-1} in relu(z_t + u * h_{t-1}) is never
+        normalised. (Carrying the normalised output was a bug: the next window started from another
+        state than the one the recurrence had reached.)"""
         h0 = z.new_zeros(z.shape[1:]) if h0 is None else h0
         if self.batch_norm == "before":
             z = self.normalise(z, start)
-        out = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
-        return self.normalise(out, start) if self.batch_norm == "after" else out
+        hidden = ind_recurrence_reference(z, h0, self.weight_hh) if reference else IndRecurrence.apply(z.contiguous(), h0, self.weight_hh)
+        out = self.normalise(hidden, start) if self.batch_norm == "after" else hidden
+        return out, hidden[-1]
 
 
 def time_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -126,8 +135,10 @@ class IndRNN(nn.Module):
     only the last step, chosen by index (the plain-net name-match bug of §1.3 is not copied).
     Linear weights are Kaiming-uniform with a = 8 and biases 0, as in the authors' PyTorch code
     (`input_init: kaiming_uniform`), or N(0, `input_init_std`) (`input_init: normal`), as the Theano
-    adding-problem code (std 0.001, IndRNN reference §3.1); u is never decayed, the biases and BN
-    parameters as the optimizer's `weight_decay_scope` says.
+    adding-problem code (std 0.001, IndRNN reference §3.1), or Lasagne's HeNormal with gain √2/2
+    (`input_init: he_normal`), as the Theano BN-before nets (PTB, §1.8); u is never decayed, the biases and BN
+    parameters as the optimizer's `weight_decay_scope` says. BN's eps is `batch_norm_eps`: 1e-5 as
+    the PyTorch code, 1e-4 in the Theano code (§1.5).
     """
 
     def __init__(
@@ -149,10 +160,11 @@ class IndRNN(nn.Module):
         dense_blocks: tuple[int, ...] = (8, 6, 4),
         input_init: InputInit = "kaiming_uniform",
         input_init_std: float = 0.001,
+        batch_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if input_init_std <= 0:
-            raise ValueError(f"input_init_std must be positive, got {input_init_std}")
+        if input_init_std <= 0 or batch_norm_eps <= 0:
+            raise ValueError(f"input_init_std and batch_norm_eps must be positive, got {input_init_std} and {batch_norm_eps}")
         if num_layers < 1 or not 0 <= dropout < 1 or magnitude <= 1:
             raise ValueError(f"need num_layers >= 1, 0 <= dropout < 1 and magnitude > 1, got {num_layers}, {dropout}, {magnitude}")
         if timesteps is not None and timesteps < 1:
@@ -169,10 +181,12 @@ class IndRNN(nn.Module):
         self.bound = u_bound if u_bound is not None else magnitude ** (1 / timesteps) if timesteps else 1.0
         linears, widths = self.layout(input_size, hidden_size, num_layers, architecture, growth_rate * dense_first, growth_rate, dense_blocks)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in linears)
-        self.recurrences = nn.ModuleList(Recurrence(width, batch_norm, batch_norm_stats, frame_window) for width in widths)
+        self.recurrences = nn.ModuleList(Recurrence(width, batch_norm, batch_norm_stats, frame_window, batch_norm_eps) for width in widths)
         for linear in self.linears:
             if input_init == "normal":
                 nn.init.normal_(linear.weight, 0.0, input_init_std)
+            elif input_init == "he_normal":
+                nn.init.normal_(linear.weight, 0.0, HE_NORMAL_GAIN * linear.in_features**-0.5)
             else:
                 nn.init.kaiming_uniform_(linear.weight, a=8)
             nn.init.zeros_(linear.bias)  # decayed or not by the optimizer's weight_decay_scope
@@ -227,8 +241,8 @@ class IndRNN(nn.Module):
 
         def rec(x: Tensor) -> Tensor:
             recurrence, h0 = next(recurrences)
-            out = recurrence(x, h0, reference, start)
-            finals.append(out[-1])
+            out, last_hidden = recurrence(x, h0, reference, start)
+            finals.append(last_hidden)
             return time_dropout(out, self.dropout, self.training)
 
         # Linears and recurrences are consumed in `layout` order: write one call per statement.

@@ -15,7 +15,10 @@ InputInit = Literal["xavier", "kaiming"]
 # "fan_in": U(±1/sqrt(input_size)), what the original code's nn.Linear(n_in, N) leaves in place (it
 # re-initialises only the weight): ±1.0 on psMNIST, ±0.316 on the copy task. "hidden_size":
 # U(±1/sqrt(hidden_size)), raylab's earlier default, kept as an option for comparison.
-InputBiasInit = Literal["fan_in", "hidden_size"]
+# The pre-activation's bias: hidden_size, U(±1/√N), the paper-era code behind the published numbers (no
+# bias on U, V = nn.Linear(N, N) with its default bias); fan_in, U(±1/√n_in), the later release, which
+# moved the bias to U = nn.Linear(n_in, N) (±1.0 on psMNIST, where n_in = 1). nnRNN reference §3.2.
+InputBiasInit = Literal["hidden_size", "fan_in"]
 RecurrentInit = Literal["xavier", "kaiming", "henaff", "cayley", "random_orth"]
 
 
@@ -50,12 +53,12 @@ class RNN(nn.Module):
         nonlinearity: Nonlinearity = "modrelu",
         recurrent_init: RecurrentInit = "xavier",
         input_init: InputInit = "xavier",
-        input_bias_init: InputBiasInit = "fan_in",
+        input_bias_init: InputBiasInit = "hidden_size",
     ) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.nonlinearity = input_size, hidden_size, nonlinearity
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size))  # U's bias; V has none (commit 036056b)
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size))  # the pre-activation's one bias (paper-era code: V's; release: U's)
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.modrelu_bias = new_modrelu_bias(hidden_size) if nonlinearity == "modrelu" else None
         init_input_weight(self.weight_ih, input_init)
@@ -91,6 +94,6 @@ class RNNOrth(RNN):
         nonlinearity: Nonlinearity = "modrelu",
         recurrent_init: OrthInit = "random_orth",
         input_init: InputInit = "xavier",
-        input_bias_init: InputBiasInit = "fan_in",
+        input_bias_init: InputBiasInit = "hidden_size",
     ) -> None:
         super().__init__(input_size, hidden_size, nonlinearity, recurrent_init, input_init, input_bias_init)

@@ -32,6 +32,7 @@ def adding_sequences(generator: torch.Generator, batch_size: int, length: int) -
 
 
 EvalData = Literal["fresh", "fixed"]
+ReadoutInit = Literal["glorot", "default"]
 
 
 class AddingTask:
@@ -45,6 +46,9 @@ class AddingTask:
       never a training batch's stream, and the
       same again when a trial is restored from a checkpoint;
     - "fixed": one set drawn once, the same at every evaluation of every trial (smoother curves).
+    `readout_init` is the readout Linear(N, 1)'s initialisation: "glorot" (default), Glorot-uniform
+    weight and zero bias, Lasagne's DenseLayer defaults in the Theano adding.py behind the published
+    curves (reference §3.1); "default", nn.Linear's own (Kaiming-uniform a=√5, bias U(±1/√N)).
     """
 
     input_size = 2
@@ -57,13 +61,21 @@ class AddingTask:
     baselines: ClassVar[dict[str, float]] = {"loss": ADDING_BASELINE_MSE}  # the IndRNN figures' 0.167 line
     smoke_options: ClassVar[dict] = {"length": 40, "batch_size": 4, "eval_size": 8}  # --smoke: short sequences, small batches
 
-    def __init__(self, length: int = 100, batch_size: int = 32, eval_size: int = 1000, eval_data: EvalData = "fresh") -> None:
+    def __init__(
+        self,
+        length: int = 100,
+        batch_size: int = 32,
+        eval_size: int = 1000,
+        eval_data: EvalData = "fresh",
+        readout_init: ReadoutInit = "glorot",
+    ) -> None:
         if length < 2:
             raise ValueError(f"length must be at least 2, got {length}")
         for name, value in (("batch_size", batch_size), ("eval_size", eval_size)):
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
         self.length, self.batch_size, self.eval_size, self.eval_data = length, batch_size, eval_size, eval_data
+        self.readout_init = readout_init
         self.device = torch.device("cpu")
         self._val_batches: list[Batch] = []
         self._last_train_step = -1  # the fresh validation set after training batch s is drawn from s
@@ -87,7 +99,11 @@ class AddingTask:
         return nn.Identity()
 
     def readout(self, hidden_size: int) -> nn.Module:
-        return nn.Linear(hidden_size, 1)
+        layer = nn.Linear(hidden_size, 1)
+        if self.readout_init == "glorot":
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        return layer
 
     def train_batch(self, step: int, seed: int) -> Batch:
         self._last_train_step = step
