@@ -41,8 +41,12 @@ def measure(trial: dict, steps: int) -> tuple[list[float], list[float]]:
     model = build_model(task, trial["cell"], trial["hidden_size"])
     optimizer = torch.optim.Adam(model.parameters(), lr=trial["optimizer"]["lr"])
     seen: list[float] = []
+
+    def watch_input(module: torch.nn.Module, inputs: tuple) -> None:  # returns None: the inputs go on unchanged
+        inputs[0].register_hook(lambda grad: seen.append(float(grad.abs().max())))
+
     for recurrence in model.cell.recurrences:  # z in relu(z + u * h): the pre-activation Theano's grad_clipping clips
-        recurrence.register_forward_pre_hook(lambda module, inputs: inputs[0].register_hook(lambda g: seen.append(float(g.abs().max()))))
+        recurrence.register_forward_pre_hook(watch_input)
     pre_activation, parameter = [], []
     for step in range(steps):
         seen.clear()
