@@ -12,9 +12,6 @@ from raylab.cells.orthogonal import OrthInit, init_orthogonal_
 from raylab.cells.recurrence import Nonlinearity, dense_recurrence, dense_recurrence_reference
 
 InputInit = Literal["xavier", "kaiming"]
-# "fan_in": U(±1/sqrt(input_size)), what the original code's nn.Linear(n_in, N) leaves in place (it
-# re-initialises only the weight): ±1.0 on psMNIST, ±0.316 on the copy task. "hidden_size":
-# U(±1/sqrt(hidden_size)), raylab's earlier default, kept as an option for comparison.
 # The pre-activation's bias: hidden_size, U(±1/√N), the paper-era code behind the published numbers (no
 # bias on U, V = nn.Linear(N, N) with its default bias); fan_in, U(±1/√n_in), the later release, which
 # moved the bias to U = nn.Linear(n_in, N) (±1.0 on psMNIST, where n_in = 1). nnRNN reference §3.2.
