@@ -137,6 +137,7 @@ class SlotSearcher(Searcher):
         self.max_concurrent = search.concurrency() if search.algorithm == "optuna" else math.inf
         self.space = {key: parse_domain(domain, f"search.space.{key}") for key, domain in search.space.items()}
         self.sampler = samplers.resolve_sampler(search.sampler) if search.algorithm == "optuna" else None
+        self.distributions = samplers.distributions(self.space) if search.algorithm == "optuna" else None  # once, for every draw
         self.first_seed = sweep_seed
         self.slots = [Slot(trial, self.new_study(trial, sweep_seed)) for trial in trials]
         self.cursor = 0  # the slot the next suggestion starts looking at: slots take turns
@@ -155,7 +156,7 @@ class SlotSearcher(Searcher):
     def draw(self, slot: Slot) -> Sample:
         seeds = list(range(self.first_seed, self.first_seed + self.seeds_per_sample))
         if self.algorithm == "optuna":
-            study_trial = slot.study.ask(samplers.distributions(self.space))
+            study_trial = slot.study.ask(self.distributions)
             sample = Sample(study_trial.number, dict(study_trial.params), seeds, study_trial=study_trial)
         else:
             values = {key: plain(tune_domain({kind: args}, key).sample(random_state=slot.study)) for key, (kind, args) in self.space.items()}
